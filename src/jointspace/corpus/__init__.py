@@ -1,0 +1,1 @@
+"""Corpora: the item record, one reader per format, image decoding with limits."""

@@ -1,0 +1,133 @@
+"""A folder of images with same-named `.txt` captions (the Tux Paint stamps layout).
+
+`animals/birds/penguin.png` + `animals/birds/penguin.txt` ("A penguin.\\nfr.utf8=...") is one
+item: key `animals/birds/penguin.png`, text "A penguin.", labels ("animals", "animals/birds").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from jointspace.corpus.item import Item, Skipped
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".svg"})
+CAPTION_SUFFIX = ".txt"
+# A caption is one short line; reading at most this much keeps a stray huge .txt harmless.
+_MAX_CAPTION_LINE = 64 * 1024
+
+
+class _CaptionError(Exception):
+    """A caption file exists but cannot be used; the message is the item's skip reason."""
+
+
+def read_folder(root: Path) -> Iterator[Item | Skipped]:
+    """Yield one Item per image below `root` (or Skipped), in a deterministic order.
+
+    Streams: one directory listing in memory at a time. Hidden folders and files are ignored;
+    a folder that cannot be listed becomes one Skipped record.
+    """
+    root = Path(root).resolve()
+    source = str(root)
+    unreadable: list[OSError] = []
+    # os.walk drops unreadable folders silently unless told otherwise: collect them to report.
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append):
+        # Sorting in place makes os.walk descend in sorted order; hidden folders (.git,
+        # .thumbnails) are tooling, not corpus.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        yield from _unreadable_folders(root, source, unreadable)
+        yield from _read_directory(root, source, Path(dirpath), filenames)
+    yield from _unreadable_folders(root, source, unreadable)
+
+
+def _unreadable_folders(root: Path, source: str, errors: list[OSError]) -> Iterator[Skipped]:
+    while errors:
+        error = errors.pop(0)
+        path = Path(error.filename or root)
+        folder = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        yield Skipped(source, _printable(folder), f"folder could not be read ({_os_reason(error)})")
+
+
+def _read_directory(
+    root: Path, source: str, directory: Path, filenames: list[str]
+) -> Iterator[Item | Skipped]:
+    captions = _Captions(filenames)
+    folder = directory.relative_to(root).as_posix()
+    labels = _labels(folder)
+    for name in sorted(filenames):
+        if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        stem = Path(name).stem
+        key = name if folder == "." else f"{folder}/{name}"
+        if _printable(key) != key:
+            # os.walk smuggles undecodable bytes in as surrogates, which no JSON payload,
+            # errors file or store accepts.
+            yield Skipped(source, _printable(key), "file name is not valid utf-8")
+            continue
+        try:
+            text = _caption(directory, stem, captions)
+        except _CaptionError as e:
+            yield Skipped(source, key, str(e))
+            continue
+        yield Item(
+            source=source,
+            key=key,
+            image=str(directory / name),
+            text=text,
+            labels=labels,
+            extra={"name": stem},
+        )
+
+
+def _os_reason(error: OSError) -> str:
+    return str(error.strerror or error).lower()
+
+
+def _printable(name: str) -> str:
+    """`name` with undecodable bytes (surrogate escapes) shown as \\xNN."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _labels(folder: str) -> tuple[str, ...]:
+    """(top folder, full folder path), once each; () for images at the root."""
+    if folder == ".":
+        return ()
+    top = folder.split("/", 1)[0]
+    return (top,) if top == folder else (top, folder)
+
+
+class _Captions:
+    """The caption files of one directory.
+
+    Matching is case-insensitive because cameras and some tools write upper-case suffixes
+    (IMG_1.JPG + IMG_1.TXT); an exact match wins over a case-insensitive one.
+    """
+
+    def __init__(self, filenames: list[str]) -> None:
+        self._names = {n for n in filenames if n.lower().endswith(CAPTION_SUFFIX)}
+        self._by_lower: dict[str, str] = {}
+        for name in sorted(self._names):
+            self._by_lower.setdefault(name.lower(), name)
+
+    def find(self, stem: str) -> str | None:
+        exact = stem + CAPTION_SUFFIX
+        return exact if exact in self._names else self._by_lower.get(exact.lower())
+
+
+def _caption(directory: Path, stem: str, captions: _Captions) -> str | None:
+    """The first line of the image's caption file, stripped; None when there is none."""
+    caption_name = captions.find(stem)
+    if caption_name is None:
+        return None
+    try:
+        with (directory / caption_name).open("rb") as f:
+            line = f.readline(_MAX_CAPTION_LINE)
+    except OSError as e:
+        raise _CaptionError(f"caption file could not be read ({_os_reason(e)})") from None
+    try:
+        # utf-8-sig: editors on Windows often start the file with a byte-order mark.
+        text = line.decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise _CaptionError("caption is not valid utf-8") from None
+    return text or None

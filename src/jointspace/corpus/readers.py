@@ -1,0 +1,82 @@
+"""One entry point for every corpus format: detect the format, pick its reader, stream records.
+
+A new format (COCO, Karpathy, WebDataset, ...) is one function and one entry in READERS.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from jointspace.corpus.folder import read_folder
+from jointspace.corpus.item import Item, Skipped
+from jointspace.corpus.manifest import read_manifest
+from jointspace.errors import JointspaceError
+
+Reader = Callable[..., Iterator[Item | Skipped]]
+
+READERS: dict[str, Reader] = {
+    "folder": read_folder,
+    "csv": partial(read_manifest, format="csv"),
+    "tsv": partial(read_manifest, format="tsv"),
+    "jsonl": partial(read_manifest, format="jsonl"),
+    "parquet": partial(read_manifest, format="parquet"),
+}
+
+_SUFFIXES = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+}
+
+
+def _choices() -> str:
+    return "|".join(READERS)
+
+
+def detect_format(source: Path) -> str:
+    """The format of `source`: "folder" for a directory, else from the file's suffix."""
+    source = Path(source)
+    if source.is_dir():
+        return "folder"
+    fmt = _SUFFIXES.get(source.suffix.lower())
+    if fmt is None:
+        raise JointspaceError(f"Cannot tell the format of {source}; pass --format {_choices()}")
+    return fmt
+
+
+def read_corpus(
+    source: Path, format: str = "auto", **column_options: Any
+) -> Iterator[Item | Skipped]:
+    """Stream the records of `source` (Item, or Skipped for a bad record), in a stable order.
+
+    `column_options` go to the format's reader (e.g. image_column="path" for manifests); options
+    that are None count as not given, so a CLI can pass all of its flags through. Raises
+    JointspaceError for a missing source, an unknown format or options the format does not take.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise JointspaceError(f"No such file or folder: {source}")
+    fmt = detect_format(source) if format == "auto" else format
+    reader = READERS.get(fmt)
+    if reader is None:
+        raise JointspaceError(f"Unknown format {fmt!r}; pass --format {_choices()}")
+    if fmt == "folder" and not source.is_dir():
+        raise JointspaceError(f"{source} is not a folder; pass the folder of images and captions.")
+    options = {k: v for k, v in column_options.items() if v is not None}
+    _check_options(reader, fmt, options)
+    return reader(source, **options)
+
+
+def _check_options(reader: Reader, fmt: str, options: dict[str, Any]) -> None:
+    """A bad run, not a TypeError, when an option does not apply to the format."""
+    accepted = inspect.signature(reader).parameters
+    for name in options:
+        if name not in accepted or name == "format":
+            flag = "--" + name.replace("_", "-")
+            raise JointspaceError(f"The {fmt} format takes no {flag} option; drop it.")

@@ -1,0 +1,1 @@
+"""The bulk ingest run: corpus → backbone features → gated encoder → store."""

@@ -1,0 +1,47 @@
+"""From encoded items and their vectors to stored points with payload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..corpus.split import split_of
+from ..pipeline.features import EncodedItem
+from ..store.base import Point
+
+RESERVED_FIELDS = ("key", "text", "image", "source", "labels", "split", "width", "height", "sha256")
+KEYWORD_FIELDS = ("key", "source", "labels", "split")
+
+
+def payload_of(encoded: EncodedItem) -> dict[str, Any]:
+    """The payload of a point: the text, the image's URI, source, labels, split, image size and
+    sha256, and every extra field of the source (renamed `extra_NAME` if it clashes)."""
+    item = encoded.item
+    payload: dict[str, Any] = {
+        "key": item.key,
+        "text": item.text,
+        "image": item.image,
+        "source": item.source,
+        "labels": list(item.labels),
+        "split": split_of(item.key),
+        "width": encoded.width,
+        "height": encoded.height,
+        "sha256": encoded.image_sha256,
+    }
+    for name, value in item.extra.items():
+        payload[f"extra_{name}" if name in RESERVED_FIELDS else name] = value
+    return payload
+
+
+def build_points(encoded: list[EncodedItem], vectors: dict[str, np.ndarray]) -> list[Point]:
+    """Points with named vectors; a missing modality's own vector is left out."""
+    points = []
+    for row, e in enumerate(encoded):
+        named = {"unit": vectors["unit"][row].tolist()}
+        if e.image_features is not None:
+            named["image"] = vectors["image"][row].tolist()
+        if e.text_features is not None:
+            named["text"] = vectors["text"][row].tolist()
+        points.append(Point(id=e.item.point_id, vectors=named, payload=payload_of(e)))
+    return points

@@ -1,0 +1,239 @@
+"""Backbone features for a stream of items, cached on disk so nothing is encoded twice.
+
+The cache is one SQLite file per backbone fingerprint; rows are keyed by content hash (the
+image file's bytes, or the text), so moving or renaming a corpus keeps its features. Image
+decoding and preprocessing run in DataLoader worker processes, overlapping backbone inference.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ..corpus.images import decode_image, read_image_bytes
+from ..corpus.item import Item, Skipped, bytes_hash, text_hash
+from ..errors import BadItem
+from .backbone import Backbone
+
+
+class FeatureCache:
+    """Feature vectors (float16 on disk) by content hash, for one backbone fingerprint."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # several processes (ingest workers, a concurrent train) may read while one writes
+        self._db = sqlite3.connect(path, timeout=60, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS features (kind TEXT, hash TEXT, vector BLOB, "
+            "width INTEGER, height INTEGER, PRIMARY KEY (kind, hash))"
+        )
+        self._db.commit()
+
+    @classmethod
+    def for_backbone(cls, home: Path, fingerprint: str) -> FeatureCache:
+        """The cache of one backbone under a jointspace home folder."""
+        return cls(home / "features" / f"{fingerprint}.sqlite")
+
+    def get_many(self, kind: str, hashes: Sequence[str]) -> dict[str, tuple[np.ndarray, int, int]]:
+        """Cached (vector, width, height) by hash for those of `hashes` present."""
+        found: dict[str, tuple[np.ndarray, int, int]] = {}
+        unique = list(dict.fromkeys(hashes))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                "SELECT hash, vector, width, height FROM features "
+                f"WHERE kind=? AND hash IN ({marks})",
+                [kind, *chunk],
+            )
+            for key, blob, width, height in rows:
+                found[key] = (
+                    np.frombuffer(blob, dtype=np.float16).astype(np.float32),
+                    width,
+                    height,
+                )
+        return found
+
+    def put_many(
+        self, kind: str, rows: Iterable[tuple[str, np.ndarray, int | None, int | None]]
+    ) -> None:
+        """Store (hash, vector, width, height) rows."""
+        self._db.executemany(
+            "INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?, ?)",
+            [(kind, key, vec.astype(np.float16).tobytes(), w, h) for key, vec, w, h in rows],
+        )
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+@dataclass
+class EncodedItem:
+    """An item with its backbone features (None for a missing modality)."""
+
+    item: Item
+    image_features: np.ndarray | None
+    text_features: np.ndarray | None
+    image_sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass
+class _Prepared:
+    item: Item
+    image_sha256: str | None = None
+    pixels: torch.Tensor | None = None
+    cached: np.ndarray | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+class _PreparedItems(IterableDataset):
+    """Reads, hashes, cache-checks and decodes images; each worker takes every n-th record."""
+
+    def __init__(
+        self,
+        records: Iterable[Item | Skipped],
+        preprocess: Callable,
+        cache_path: Path,
+        max_pixels: int,
+    ) -> None:
+        self.records = records
+        self.preprocess = preprocess
+        self.cache_path = cache_path
+        self.max_pixels = max_pixels
+
+    def __iter__(self) -> Iterator[_Prepared | Skipped]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        cache = FeatureCache(self.cache_path)
+        try:
+            for index, record in enumerate(self.records):
+                if index % workers == worker:
+                    yield self._prepare(record, cache)
+        finally:
+            cache.close()
+
+    def _prepare(self, record: Item | Skipped, cache: FeatureCache) -> _Prepared | Skipped:
+        if isinstance(record, Skipped) or (record.image is None and record.image_bytes is None):
+            return record if isinstance(record, Skipped) else _Prepared(record)
+        try:
+            data = read_image_bytes(record)
+            digest = bytes_hash(data)
+            hit = cache.get_many("image", [digest]).get(digest)
+            if hit is not None:
+                return _Prepared(record, digest, cached=hit[0], width=hit[1], height=hit[2])
+            image = decode_image(data, record.image or record.key, max_pixels=self.max_pixels)
+            return _Prepared(record, digest, self.preprocess(image), None, *image.size)
+        except BadItem as bad:
+            return Skipped(record.source, record.key, bad.reason)
+
+
+def _as_is(record: object) -> object:
+    return record
+
+
+def encode_items(
+    records: Iterable[Item | Skipped],
+    backbone: Backbone,
+    cache: FeatureCache,
+    batch_size: int = 32,
+    workers: int = 1,
+    max_pixels: int = 64_000_000,
+) -> Iterator[list[EncodedItem | Skipped]]:
+    """Encode a stream of items in batches, in order; bad items come out as `Skipped`.
+
+    Cached features are reused, new ones are written to the cache batch by batch."""
+    dataset = _PreparedItems(records, backbone.preprocess, cache.path, max_pixels)
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_as_is,
+        prefetch_factor=2 * batch_size if workers else None,
+        persistent_workers=False,
+    )
+    batch: list[_Prepared | Skipped] = []
+    for prepared in loader:
+        batch.append(prepared)
+        if len(batch) == batch_size:
+            yield _encode_batch(batch, backbone, cache)
+            batch = []
+    if batch:
+        yield _encode_batch(batch, backbone, cache)
+
+
+def _encode_batch(
+    batch: list[_Prepared | Skipped], backbone: Backbone, cache: FeatureCache
+) -> list[EncodedItem | Skipped]:
+    ready = [p for p in batch if isinstance(p, _Prepared)]
+    to_encode = [p for p in ready if p.pixels is not None]
+    if to_encode:
+        features = backbone.encode_images(torch.stack([p.pixels for p in to_encode]))
+        # round through float16 so fresh and cached features are bit-identical
+        features = features.astype(np.float16).astype(np.float32)
+        for prepared, vector in zip(to_encode, features, strict=True):
+            prepared.cached, prepared.pixels = vector, None
+        cache.put_many("image", [(p.image_sha256, p.cached, p.width, p.height) for p in to_encode])
+    texts = [p.item.text for p in ready if p.item.text]
+    text_features = encode_texts(texts, backbone, cache)
+    encoded: list[EncodedItem | Skipped] = []
+    next_text = iter(text_features)
+    for prepared in batch:
+        if isinstance(prepared, Skipped):
+            encoded.append(prepared)
+            continue
+        item = prepared.item
+        encoded.append(
+            EncodedItem(
+                item=item,
+                image_features=prepared.cached,
+                text_features=next(next_text) if item.text else None,
+                image_sha256=prepared.image_sha256,
+                width=prepared.width,
+                height=prepared.height,
+            )
+        )
+    return encoded
+
+
+def encode_texts(texts: Sequence[str], backbone: Backbone, cache: FeatureCache) -> np.ndarray:
+    """Features of texts (N, text_dim), from the cache where present."""
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    keys = [text_hash(t) for t in texts]
+    found = cache.get_many("text", keys)
+    missing = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in found))
+    for start in range(0, len(missing), 64):
+        chunk = missing[start : start + 64]
+        vectors = backbone.encode_texts(chunk).astype(np.float16).astype(np.float32)
+        rows = [(text_hash(t), v, None, None) for t, v in zip(chunk, vectors, strict=True)]
+        cache.put_many("text", rows)
+        found.update({key: (vec, 0, 0) for key, vec, _, _ in rows})
+    return np.stack([found[k][0] for k in keys])
+
+
+def stack_features(
+    encoded: Sequence[EncodedItem], image_dim: int, text_dim: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(image, text, image_mask, text_mask) arrays; a missing modality is a zero row, masked."""
+    image = np.zeros((len(encoded), image_dim), dtype=np.float32)
+    text = np.zeros((len(encoded), text_dim), dtype=np.float32)
+    for row, e in enumerate(encoded):
+        if e.image_features is not None:
+            image[row] = e.image_features
+        if e.text_features is not None:
+            text[row] = e.text_features
+    image_mask = np.array([e.image_features is not None for e in encoded], dtype=bool)
+    text_mask = np.array([e.text_features is not None for e in encoded], dtype=bool)
+    return image, text, image_mask, text_mask

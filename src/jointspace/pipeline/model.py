@@ -1,0 +1,163 @@
+"""The gated encoder: modality towers into one space and a Gated Multimodal Unit that fuses a unit.
+
+Towers (shared by queries and units) map frozen backbone features into D dims:
+``n_i = normalize(φ_i(x_i))``, ``n_t = normalize(φ_t(x_t))``. A unit is fused as
+``u = normalize(z ⊙ n_i + (1 − z) ⊙ n_t)`` where, for ``fusion="gated"``, the gate
+``z = σ(W₂ GELU(W₁ [x̂_i; x̂_t; n_i ⊙ n_t]))`` is computed per unit and per dimension (GMU,
+Arevalo et al. 2017). The agreement term ``n_i ⊙ n_t`` lets the gate see whether caption and
+image belong together, which a concatenation of raw features cannot express in one layer.
+Baselines are the same module with the gate replaced: ``fixed`` (z = a constant weight) and
+``concat`` (u = normalize(W [n_i; n_t])). A unit with one modality missing is that modality alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+FUSIONS = ("gated", "fixed", "concat")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Shape of a gated encoder; saved with every checkpoint."""
+
+    image_dim: int
+    text_dim: int
+    dim: int = 512
+    hidden: int = 512
+    dropout: float = 0.1
+    fusion: str = "gated"
+    fixed_weight: float = 0.5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EncoderOutput:
+    """Named outputs, all L2-normalised except `gate` (per-unit mean of z, in [0, 1])."""
+
+    unit: torch.Tensor
+    image: torch.Tensor
+    text: torch.Tensor
+    gate: torch.Tensor
+
+
+class Tower(nn.Module):
+    """A residual MLP projection: a linear skip plus a GELU branch."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.skip = nn.Linear(in_dim, out_dim)
+        self.branch = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.branch(x)
+
+
+class GatedEncoder(nn.Module):
+    """Projects image features, text features and image+text units into one space."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        if config.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, not {config.fusion!r}")
+        self.config = config
+        # feature standardisation with training statistics (set by `set_feature_stats`)
+        self.register_buffer("image_mean", torch.zeros(config.image_dim))
+        self.register_buffer("image_std", torch.ones(config.image_dim))
+        self.register_buffer("text_mean", torch.zeros(config.text_dim))
+        self.register_buffer("text_std", torch.ones(config.text_dim))
+        self.image_tower = Tower(config.image_dim, config.dim, config.hidden, config.dropout)
+        self.text_tower = Tower(config.text_dim, config.dim, config.hidden, config.dropout)
+        if config.fusion == "gated":
+            gate_in = config.image_dim + config.text_dim + config.dim
+            self.gate = nn.Sequential(
+                nn.Linear(gate_in, config.hidden), nn.GELU(), nn.Linear(config.hidden, config.dim)
+            )
+        elif config.fusion == "concat":
+            self.fuse = nn.Linear(2 * config.dim, config.dim)
+
+    def set_feature_stats(self, image: torch.Tensor, text: torch.Tensor) -> None:
+        """Standardise inputs with the mean and std of training features (rows of real items)."""
+        self.image_mean.copy_(image.mean(0))
+        self.image_std.copy_(image.std(0).clamp(min=1e-6))
+        self.text_mean.copy_(text.mean(0))
+        self.text_std.copy_(text.std(0).clamp(min=1e-6))
+
+    def _standard_image(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.image_mean) / self.image_std
+
+    def _standard_text(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.text_mean) / self.text_std
+
+    def encode_image(self, features: torch.Tensor) -> torch.Tensor:
+        """An image (query or unit part) as a normalised vector."""
+        return F.normalize(self.image_tower(self._standard_image(features)), dim=-1)
+
+    def encode_text(self, features: torch.Tensor) -> torch.Tensor:
+        """A text (keyword query, caption) as a normalised vector."""
+        return F.normalize(self.text_tower(self._standard_text(features)), dim=-1)
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        text: torch.Tensor,
+        image_mask: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> EncoderOutput:
+        """Encode units. Masks are booleans per row (False = modality missing; its feature row
+        is ignored); by default both modalities are present."""
+        n = len(image)
+        ones = torch.ones(n, dtype=torch.bool, device=image.device)
+        image_mask = ones if image_mask is None else image_mask
+        text_mask = ones if text_mask is None else text_mask
+        x_i, x_t = self._standard_image(image), self._standard_text(text)
+        n_i = F.normalize(self.image_tower(x_i), dim=-1)
+        n_t = F.normalize(self.text_tower(x_t), dim=-1)
+        if self.config.fusion == "concat":
+            fused = self.fuse(torch.cat([n_i, n_t], dim=-1))
+            z = torch.full_like(n_i, 0.5)
+        else:
+            if self.config.fusion == "gated":
+                z = torch.sigmoid(self.gate(torch.cat([x_i, x_t, n_i * n_t], dim=-1)))
+            else:
+                z = torch.full_like(n_i, self.config.fixed_weight)
+            fused = z * n_i + (1 - z) * n_t
+        # a missing modality: the unit is the other one alone
+        fused = torch.where(text_mask[:, None], fused, n_i)
+        fused = torch.where(image_mask[:, None], fused, n_t)
+        z = torch.where(text_mask[:, None], z, torch.ones_like(z))
+        z = torch.where(image_mask[:, None], z, torch.zeros_like(z))
+        return EncoderOutput(unit=F.normalize(fused, dim=-1), image=n_i, text=n_t, gate=z.mean(-1))
+
+    @torch.inference_mode()
+    def embed(
+        self,
+        image: np.ndarray,
+        text: np.ndarray,
+        image_mask: np.ndarray,
+        text_mask: np.ndarray,
+        batch_size: int = 2048,
+    ) -> dict[str, np.ndarray]:
+        """Named vectors `unit`, `image`, `text` and the per-unit `gate` for feature arrays."""
+        self.eval()
+        parts: dict[str, list[np.ndarray]] = {"unit": [], "image": [], "text": [], "gate": []}
+        for start in range(0, len(image), batch_size):
+            stop = start + batch_size
+            out = self(
+                torch.from_numpy(image[start:stop]),
+                torch.from_numpy(text[start:stop]),
+                torch.from_numpy(image_mask[start:stop]),
+                torch.from_numpy(text_mask[start:stop]),
+            )
+            for name in parts:
+                parts[name].append(getattr(out, name).numpy())
+        return {name: np.concatenate(chunks) for name, chunks in parts.items()}

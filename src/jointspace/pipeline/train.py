@@ -1,0 +1,207 @@
+"""Training the gated encoder on cached features: joint tasks, corruption, early stopping."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from ..metrics import identity_relevance, retrieval_metrics
+from .dataset import FeatureSet
+from .losses import make_loss
+from .model import EncoderConfig, GatedEncoder
+
+LOSSES = ("sum", "max", "sum-max", "infonce")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters. `loss` "sum-max" trains with sum-of-hinges, then switches to the hardest
+    negative (VSE++) at `switch_epoch`. `corrupt` is the probability that a training unit has one
+    modality corrupted (caption swapped or dropped, image swapped or dropped)."""
+
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    margin: float = 0.2
+    loss: str = "sum"
+    switch_epoch: int = 15
+    patience: int = 12
+    corrupt: float = 0.3
+    query_noise: float = 0.3
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    loss: float
+    val_rsum: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """The best model on validation, its epoch and metrics, and the per-epoch history."""
+
+    model: GatedEncoder
+    best_epoch: int
+    val_metrics: dict[str, dict[str, float]]
+    history: list[EpochRecord] = field(default_factory=list)
+
+
+def validation_metrics(model: GatedEncoder, data: FeatureSet) -> dict[str, dict[str, float]]:
+    """Paired metrics (relevant = the same item) for caption→image, image→caption and keyword
+    query→unit on `data`; used to pick the best epoch."""
+    vectors = model.embed(data.image, data.text, data.image_mask, data.text_mask)
+    queries = model.embed(data.image, data.query, data.image_mask, data.text_mask)["text"]
+    both = data.image_mask & data.text_mask
+    relevant = identity_relevance(data.keys, data.keys)
+    image_rows, text_rows = np.flatnonzero(both), np.flatnonzero(both)
+    cap2img = vectors["text"][text_rows] @ vectors["image"][image_rows].T
+    rel = relevant[np.ix_(text_rows, image_rows)]
+    return {
+        "text->image": retrieval_metrics(cap2img, rel),
+        "image->text": retrieval_metrics(cap2img.T, rel.T),
+        "query->unit": retrieval_metrics(
+            queries[data.text_mask] @ vectors["unit"].T, relevant[data.text_mask]
+        ),
+    }
+
+
+def rsum(metrics: dict[str, dict[str, float]]) -> float:
+    """Sum of R@1, R@5 and R@10 over tasks: the model selection criterion."""
+    return float(sum(m[f"R@{k}"] for m in metrics.values() for k in (1, 5, 10)))
+
+
+def _corrupt(
+    image: torch.Tensor,
+    text: torch.Tensor,
+    image_mask: torch.Tensor,
+    text_mask: torch.Tensor,
+    probability: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Corrupt one modality of some units: the kinds of junk real corpora have (a caption about
+    something else, no caption, an unrelated or missing image)."""
+    n = len(image)
+    both = image_mask & text_mask
+    hit = (torch.rand(n, generator=generator) < probability) & both
+    kind = torch.randint(0, 4, (n,), generator=generator)
+    shuffle = torch.randperm(n, generator=generator)
+    image, text = image.clone(), text.clone()
+    image_mask, text_mask = image_mask.clone(), text_mask.clone()
+    swap_text, drop_text = hit & (kind == 0), hit & (kind == 1)
+    swap_image, drop_image = hit & (kind == 2), hit & (kind == 3)
+    text[swap_text] = text[shuffle][swap_text]
+    image[swap_image] = image[shuffle][swap_image]
+    text_mask[drop_text] = False
+    image_mask[drop_image] = False
+    return image, text, image_mask, text_mask
+
+
+def train_encoder(
+    train: FeatureSet,
+    val: FeatureSet,
+    encoder_config: EncoderConfig,
+    config: TrainConfig = TrainConfig(),
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> TrainResult:
+    """Train on `train`, select the epoch with the best validation rsum, stop after `patience`
+    epochs without improvement."""
+    if config.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, not {config.loss!r}")
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model = GatedEncoder(encoder_config)
+    image, text = torch.from_numpy(train.image), torch.from_numpy(train.text)
+    query = torch.from_numpy(train.query)
+    image_mask, text_mask = torch.from_numpy(train.image_mask), torch.from_numpy(train.text_mask)
+    model.set_feature_stats(image[image_mask], text[text_mask])
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    best_state, best_score, best_epoch = None, -1.0, 0
+    best_metrics: dict[str, dict[str, float]] = {}
+    history: list[EpochRecord] = []
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        mode = (
+            "max"
+            if config.loss == "max" or (config.loss == "sum-max" and epoch > config.switch_epoch)
+            else "sum"
+        )
+        loss_fn = make_loss("infonce" if config.loss == "infonce" else mode, config.margin)
+        model.train()
+        order = torch.randperm(len(train), generator=generator)
+        losses = []
+        for start in range(0, len(order), config.batch_size):
+            rows = order[start : start + config.batch_size]
+            if len(rows) < 2:
+                continue
+            loss = _batch_loss(
+                model,
+                loss_fn,
+                config,
+                generator,
+                image[rows],
+                text[rows],
+                query[rows],
+                image_mask[rows],
+                text_mask[rows],
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        metrics = validation_metrics(model, val)
+        score = rsum(metrics)
+        record = EpochRecord(epoch, float(np.mean(losses)), score, time.perf_counter() - started)
+        history.append(record)
+        if on_epoch:
+            on_epoch(record)
+        if score > best_score:
+            best_state, best_score, best_epoch = copy.deepcopy(model.state_dict()), score, epoch
+            best_metrics = metrics
+        elif epoch - best_epoch >= config.patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(model, best_epoch, best_metrics, history)
+
+
+def _batch_loss(
+    model: GatedEncoder,
+    loss_fn: torch.nn.Module,
+    config: TrainConfig,
+    generator: torch.Generator,
+    image: torch.Tensor,
+    text: torch.Tensor,
+    query: torch.Tensor,
+    image_mask: torch.Tensor,
+    text_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Joint loss over caption↔image, keyword query→unit and image query→unit."""
+    clean = model(image, text, image_mask, text_mask)
+    units = model(*_corrupt(image, text, image_mask, text_mask, config.corrupt, generator)).unit
+    both = image_mask & text_mask
+    total = torch.zeros(())
+    if both.sum() > 1:
+        total = total + loss_fn(clean.text[both], clean.image[both])
+    if text_mask.sum() > 1:
+        total = total + loss_fn(model.encode_text(query[text_mask]), units[text_mask])
+    if image_mask.sum() > 1:
+        # the image query is another "view": the features with noise, so the task is not copying
+        noisy = image + config.query_noise * model.image_std * torch.randn(
+            image.shape, generator=generator
+        )
+        total = total + loss_fn(model.encode_image(noisy[image_mask]), units[image_mask])
+    return total

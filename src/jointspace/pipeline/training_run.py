@@ -1,0 +1,99 @@
+"""A whole training run: corpus → cached features → deterministic split → train → checkpoint."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..corpus.item import Item, Skipped
+from ..corpus.split import split_of
+from ..errors import JointspaceError
+from .backbone import Backbone
+from .checkpoint import save_model
+from .dataset import FeatureSet, build_feature_set
+from .features import FeatureCache
+from .model import EncoderConfig
+from .train import EpochRecord, TrainConfig, train_encoder
+
+MIN_TRAIN_ITEMS = 8
+
+
+def split_feature_set(features: FeatureSet) -> dict[str, FeatureSet]:
+    """The train, val and test parts of a feature set, by each key's deterministic split."""
+    splits = np.array([split_of(key) for key in features.keys])
+    return {
+        name: features.subset(np.flatnonzero(splits == name)) for name in ("train", "val", "test")
+    }
+
+
+def load_features(
+    records: Iterable[Item | Skipped],
+    home: Path,
+    backbone: Backbone,
+    workers: int = 1,
+    on_items: Callable[[int], None] | None = None,
+) -> tuple[FeatureSet, list[Skipped]]:
+    """A corpus's features through the cache under `home`."""
+    cache = FeatureCache.for_backbone(home, backbone.fingerprint)
+    try:
+        return build_feature_set(records, backbone, cache, workers=workers, on_batch=on_items)
+    finally:
+        cache.close()
+
+
+def train_model(
+    records: Iterable[Item | Skipped],
+    out: Path,
+    home: Path,
+    backbone_spec: str,
+    encoder_config: EncoderConfig,
+    config: TrainConfig,
+    workers: int = 1,
+    on_items: Callable[[int], None] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> dict[str, Any]:
+    """Train on the training split (the validation split picks the epoch; the test split is
+    never touched), save the checkpoint to `out`, and return a summary."""
+    started = time.perf_counter()
+    backbone = Backbone(backbone_spec)
+    features, skipped = load_features(records, home, backbone, workers, on_items)
+    parts = split_feature_set(features)
+    if len(parts["train"]) < MIN_TRAIN_ITEMS or len(parts["val"]) < 2:
+        raise JointspaceError(
+            f"Too few usable items to train ({len(parts['train'])} train, {len(parts['val'])} "
+            f"validation, {len(skipped)} skipped); give a corpus of at least ~50 image-text pairs."
+        )
+    encoder_config = replace(
+        encoder_config, image_dim=backbone.image_dim, text_dim=backbone.text_dim
+    )
+    result = train_encoder(parts["train"], parts["val"], encoder_config, config, on_epoch)
+    data = {name: len(part) for name, part in parts.items()}
+    data.update(skipped=len(skipped), sources=sorted({i.source for i in features.items}))
+    training = {
+        "config": config.to_dict(),
+        "data": data,
+        "best_epoch": result.best_epoch,
+        "val_metrics": result.val_metrics,
+        "history": [asdict(r) for r in result.history],
+    }
+    backbone_card = {
+        "spec": backbone_spec,
+        "fingerprint": backbone.fingerprint,
+        "image_dim": backbone.image_dim,
+        "text_dim": backbone.text_dim,
+    }
+    card = save_model(out, result.model, backbone_card, training)
+    return {
+        "model_id": card.model_id,
+        "path": card.path,
+        "data": data,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "val_metrics": result.val_metrics,
+        "seconds": time.perf_counter() - started,
+    }

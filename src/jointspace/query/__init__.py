@@ -1,0 +1,1 @@
+"""Search (query embedding + store search) and evaluation (tasks, baselines, report)."""
