@@ -137,7 +137,7 @@ def _only_split(records: Iterable[Item | Skipped], split: str) -> Iterator[Item 
         yield from records
         return
     for record in records:
-        if split_of(record.key) == split:
+        if isinstance(record, Item) and split_of(record.split_key) == split:
             yield record
 
 

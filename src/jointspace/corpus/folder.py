@@ -77,7 +77,16 @@ def _read_directory(
             text=text,
             labels=labels,
             extra={"name": stem},
+            group=_group(folder, stem),
         )
+
+
+def _group(folder: str, stem: str) -> str:
+    """Renderings of one picture share a group, so none of them leaks across splits: the same
+    stem in another format (`penguin.png`, `penguin.svg`) and a Tux Paint mirror variant
+    (`penguin_mirror.png`)."""
+    base = stem.removesuffix("_mirror")
+    return base if folder == "." else f"{folder}/{base}"
 
 
 def _os_reason(error: OSError) -> str:

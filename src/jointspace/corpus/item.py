@@ -17,6 +17,7 @@ class Item:
     `key` is unique within `source`; `image` is a local path or an http(s) URL (or None when the
     image is inline in `image_bytes`, or absent); `labels` are category labels used for filtering
     and label-based evaluation; `extra` holds every other field of the source, kept as payload.
+    Items of one `group` (e.g. the PNG and SVG renderings of one picture) share a split.
     """
 
     source: str
@@ -26,11 +27,17 @@ class Item:
     image_bytes: bytes | None = field(default=None, repr=False)
     labels: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    group: str | None = None
 
     @property
     def point_id(self) -> str:
         """Deterministic point id (UUID5 of source and key): a re-run upserts, never duplicates."""
         return str(uuid.uuid5(_POINT_NAMESPACE, f"{self.source}\x00{self.key}"))
+
+    @property
+    def split_key(self) -> str:
+        """What the train/val/test split is drawn from: the group, else the key."""
+        return self.group or self.key
 
 
 def text_hash(text: str) -> str:

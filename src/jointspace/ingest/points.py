@@ -24,7 +24,7 @@ def payload_of(encoded: EncodedItem) -> dict[str, Any]:
         "image": item.image,
         "source": item.source,
         "labels": list(item.labels),
-        "split": split_of(item.key),
+        "split": split_of(item.split_key),
         "width": encoded.width,
         "height": encoded.height,
         "sha256": encoded.image_sha256,

@@ -16,9 +16,11 @@ from .features import EncodedItem, FeatureCache, encode_items, encode_texts, sta
 @dataclass
 class FeatureSet:
     """Aligned rows, one per item. A missing modality has a zero row and a False mask; `query`
-    holds the features of a keyword query derived from the item's caption."""
+    holds the features of a keyword query derived from the item's caption. Items of one group
+    (renderings of one picture) count as the same item when relevance is "the same item"."""
 
     keys: list[str]
+    groups: list[str]
     labels: list[str | None]
     image: np.ndarray
     image_mask: np.ndarray
@@ -35,6 +37,7 @@ class FeatureSet:
         rows = np.asarray(rows, dtype=int)
         return FeatureSet(
             keys=[self.keys[i] for i in rows],
+            groups=[self.groups[i] for i in rows],
             labels=[self.labels[i] for i in rows],
             image=self.image[rows],
             image_mask=self.image_mask[rows],
@@ -71,6 +74,7 @@ def build_feature_set(
         query[captioned] = encode_texts(queries, backbone, cache)
     features = FeatureSet(
         keys=[e.item.key for e in encoded],
+        groups=[e.item.split_key for e in encoded],
         labels=[e.item.labels[0] if e.item.labels else None for e in encoded],
         image=image,
         image_mask=image_mask,

@@ -64,7 +64,7 @@ def validation_metrics(model: GatedEncoder, data: FeatureSet) -> dict[str, dict[
     vectors = model.embed(data.image, data.text, data.image_mask, data.text_mask)
     queries = model.embed(data.image, data.query, data.image_mask, data.text_mask)["text"]
     both = data.image_mask & data.text_mask
-    relevant = identity_relevance(data.keys, data.keys)
+    relevant = identity_relevance(data.groups, data.groups)
     image_rows, text_rows = np.flatnonzero(both), np.flatnonzero(both)
     cap2img = vectors["text"][text_rows] @ vectors["image"][image_rows].T
     rel = relevant[np.ix_(text_rows, image_rows)]

@@ -25,7 +25,7 @@ MIN_TRAIN_ITEMS = 8
 
 def split_feature_set(features: FeatureSet) -> dict[str, FeatureSet]:
     """The train, val and test parts of a feature set, by each key's deterministic split."""
-    splits = np.array([split_of(key) for key in features.keys])
+    splits = np.array([split_of(group) for group in features.groups])
     return {
         name: features.subset(np.flatnonzero(splits == name)) for name in ("train", "val", "test")
     }

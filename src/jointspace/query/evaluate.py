@@ -34,7 +34,7 @@ from ..pipeline.views import view_features
 
 TASKS = ("text->image", "text->text", "text->unit", "image->image", "image->text", "image->unit")
 PROTOCOL_NOTES = {
-    "paired": "R@k, MRR, nDCG@10: paired protocol (relevant = the same item; text queries are "
+    "paired": "R@k, MRR, nDCG@10: paired protocol (relevant = the same item (or another rendering of it: same group); text queries are "
     "file-name or caption keywords, image queries another view of the image)",
     "labelled": "MAP: labelled protocol (relevant = same category label; the query's own item "
     "removed from same-modality and unit galleries)",
@@ -101,7 +101,7 @@ def task_metrics(data: EvalSet, vectors: Embedded) -> dict[str, dict[str, float]
         "text": (vectors.text, g.text_mask),
         "unit": (vectors.unit, np.ones(len(g), dtype=bool)),
     }
-    same = identity_relevance(g.keys, g.keys)
+    same = identity_relevance(g.groups, g.groups)
     labelled = len({label for label in g.labels if label}) > 1
     by_label = label_relevance(g.labels, g.labels) if labelled else None
     results: dict[str, dict[str, float]] = {}
