@@ -2,8 +2,10 @@
 
 Rows are read in chunks, so memory stays flat however long the manifest is. Columns (names are
 options): `image` (a path relative to the manifest's folder, an absolute path or an http(s) URL;
-in Parquet also inline bytes), `text`, `label` (optional; one label or `a|b|c`; a list in JSONL and
-Parquet), `id` (optional, the item key). Every other column is kept in `item.extra`.
+inline image bytes: in Parquet a binary cell or a Hugging Face `{"bytes", "path"}` struct, in any
+format a `data:image/...;base64,` URI, or base64 text with image_encoding="base64"), `text`,
+`label` (optional; one label or `a|b|c`; a list in JSONL and Parquet), `id` (optional, the item
+key). Every other column is kept in `item.extra`.
 
 Without an id column the key is a short SHA-256 of the image cell and the text, so it does not
 change when rows are reordered or the manifest grows — but rows with the same image and text get
@@ -12,6 +14,8 @@ the same key and collapse into one item (one point in the store).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime
 import decimal
 import hashlib
@@ -24,6 +28,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from jointspace.corpus.item import Item, Skipped
 from jointspace.errors import JointspaceError
@@ -37,6 +42,9 @@ _OPTION_NAMES = {
     "key": "--key-column",
 }
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_DATA_URI = re.compile(r"^data:([^,]*),", re.IGNORECASE)
+IMAGE_ENCODINGS = ("base64",)
+_URLSAFE = str.maketrans("-_", "+/")
 _BAD_LINE = re.compile(r"Skipping line (\d+): ([^\n]*)")
 # pandas decodes CSV with errors="replace": a strict decode error would abort the whole read,
 # and surrogate escapes do not survive pandas' string dtype. A replacement character in a cell
@@ -64,6 +72,11 @@ class _Context:
     folder: Path
     columns: _Columns
     check_utf8: bool
+    image_encoding: str | None = None
+
+
+class _BadCell(ValueError):
+    """A cell that cannot be used; the message is the row's skip reason."""
 
 
 def read_manifest(
@@ -74,13 +87,20 @@ def read_manifest(
     text_column: str = "text",
     label_column: str = "label",
     key_column: str = "id",
+    image_encoding: str | None = None,
     chunksize: int = DEFAULT_CHUNKSIZE,
 ) -> Iterator[Item | Skipped]:
     """Yield one Item (or Skipped) per row of a csv, tsv, jsonl or parquet manifest, in order.
 
-    Raises JointspaceError when the file cannot be read as that format or lacks the columns.
+    Image cells that are `data:` URIs are decoded to `image_bytes` in any case; with
+    image_encoding="base64" every text image cell is base64 of the image file. Raises
+    JointspaceError when the file cannot be read as that format or lacks the columns.
     """
     path = Path(path)
+    if image_encoding is not None and image_encoding not in IMAGE_ENCODINGS:
+        raise JointspaceError(
+            f"Unknown --image-encoding {image_encoding!r}; use {'|'.join(IMAGE_ENCODINGS)}."
+        )
     if not path.is_file():
         raise JointspaceError(f"{path} is not a file; a {format} manifest must be a file.")
     wanted = {"image": image_column, "text": text_column, "label": label_column, "key": key_column}
@@ -95,7 +115,7 @@ def read_manifest(
         raise JointspaceError(f"Unknown manifest format {format!r}; use csv, tsv, jsonl, parquet.")
     columns = _resolve_columns(path, header, wanted)
     resolved = path.resolve()
-    context = _Context(str(resolved), resolved.parent, columns, check_utf8=format != "parquet")
+    context = _Context(str(resolved), resolved.parent, columns, format != "parquet", image_encoding)
     return _records(rows, context)
 
 
@@ -278,7 +298,10 @@ def _to_record(position: str, row: dict[str, Any], context: _Context) -> Item | 
     raw_key = _cell_text(row.get(columns.key)) if columns.key else None
     image_cell = row.get(columns.image) if columns.image else None
     text = _cell_text(row.get(columns.text)) if columns.text else None
-    image, image_bytes, image_extra = _image(image_cell, context.folder)
+    try:
+        image, image_bytes, image_extra = _image(image_cell, context)
+    except _BadCell as e:
+        return Skipped(context.source, raw_key or position, str(e))
     if context.check_utf8 and _has_replacement(raw_key, text, image, row.get(columns.label)):
         return Skipped(context.source, raw_key or position, "row is not valid utf-8")
     if image is None and image_bytes is None and text is None:
@@ -301,8 +324,8 @@ def _to_record(position: str, row: dict[str, Any], context: _Context) -> Item | 
     )
 
 
-def _image(cell: Any, folder: Path) -> tuple[str | None, bytes | None, dict[str, Any]]:
-    """(path or URL, inline bytes, extra fields) from an image cell."""
+def _image(cell: Any, context: _Context) -> tuple[str | None, bytes | None, dict[str, Any]]:
+    """(path or URL, inline bytes, extra fields) from an image cell; _BadCell for bad base64."""
     if isinstance(cell, (bytes, bytearray)):
         return None, bytes(cell) or None, {}
     if isinstance(cell, dict):
@@ -312,9 +335,30 @@ def _image(cell: Any, folder: Path) -> tuple[str | None, bytes | None, dict[str,
             return None, bytes(data), ({"image_path": name} if name else {})
         cell = name
     value = _cell_text(cell)
+    if value is not None and (uri := _DATA_URI.match(value)):
+        return None, _data_uri_bytes(value, uri) or None, {}
+    if value is not None and context.image_encoding == "base64":
+        return None, _base64_bytes(value) or None, {}
     if value is None or _URL.match(value) or os.path.isabs(value):
         return value, None, {}
-    return os.path.normpath(folder / value), None, {}
+    return os.path.normpath(context.folder / value), None, {}
+
+
+def _data_uri_bytes(value: str, uri: re.Match[str]) -> bytes:
+    """The bytes of a `data:[<type>][;base64],<data>` URI (RFC 2397)."""
+    data = value[uri.end() :]
+    if uri.group(1).lower().endswith(";base64"):
+        return _base64_bytes(data)
+    return unquote_to_bytes(data)
+
+
+def _base64_bytes(text: str) -> bytes:
+    """Standard or URL-safe base64, line breaks and missing padding tolerated."""
+    compact = "".join(text.split()).translate(_URLSAFE)
+    try:
+        return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise _BadCell("image is not valid base64") from None
 
 
 def _cell_text(value: Any) -> str | None:

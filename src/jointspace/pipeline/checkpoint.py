@@ -15,6 +15,7 @@ from .model import EncoderConfig, GatedEncoder
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "config.json"
+CARD_FORMAT = "jointspace-model/1"
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def save_model(
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     model_id = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
     card = {
-        "format": "jointspace-model/1",
+        "format": CARD_FORMAT,
         "model_id": model_id,
         "backbone": backbone,
         "encoder": model.config.to_dict(),
@@ -56,11 +57,21 @@ def load_model(directory: Path) -> tuple[GatedEncoder, ModelCard]:
             f"{directory} is not a jointspace model (expected {CARD_FILE} and {WEIGHTS_FILE}); "
             "train one with `jointspace train SOURCE --out DIR`."
         )
-    card = json.loads(card_path.read_text())
-    config = EncoderConfig(**card["encoder"])
-    model = GatedEncoder(config)
-    model.load_state_dict(load_file(str(weights)))
+    try:
+        card = json.loads(card_path.read_text())
+        if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+            raise ValueError(f"{CARD_FILE} is not a {CARD_FORMAT} card")
+        config = EncoderConfig(**card["encoder"])
+        model = GatedEncoder(config)
+        model.load_state_dict(load_file(str(weights)))
+        loaded = ModelCard(
+            card["model_id"], str(directory.resolve()), card["backbone"], config, card["training"]
+        )
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(":")
+        raise JointspaceError(
+            f"{directory} is not a jointspace model or is damaged ({detail}); "
+            "train one with `jointspace train SOURCE --out DIR`."
+        ) from None
     model.eval()
-    return model, ModelCard(
-        card["model_id"], str(directory.resolve()), card["backbone"], config, card["training"]
-    )
+    return model, loaded

@@ -1,0 +1,290 @@
+"""Training on synthetic features, modality corruption, splits, keyword queries and point ids."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from jointspace.corpus.item import Item
+from jointspace.corpus.keywords import keyword_query, name_query
+from jointspace.corpus.split import split_of
+from jointspace.pipeline.dataset import FeatureSet
+from jointspace.pipeline.model import EncoderConfig, GatedEncoder
+from jointspace.pipeline.train import (
+    TrainConfig,
+    _corrupt,
+    rsum,
+    train_encoder,
+    validation_metrics,
+)
+
+IMAGE_DIM, TEXT_DIM = 24, 16
+
+
+def _synthetic(n: int = 300, seed: int = 0) -> FeatureSet:
+    """Text features = a fixed random linear map of the image features + noise; the keyword
+    query is the text with more noise. Keys double as groups."""
+    rng = np.random.default_rng(seed)
+    mapping = rng.normal(size=(IMAGE_DIM, TEXT_DIM)) / np.sqrt(IMAGE_DIM)
+    image = rng.normal(size=(n, IMAGE_DIM)).astype(np.float32)
+    text = (image @ mapping + 0.1 * rng.normal(size=(n, TEXT_DIM))).astype(np.float32)
+    query = (text + 0.2 * rng.normal(size=(n, TEXT_DIM))).astype(np.float32)
+    keys = [f"item{i}" for i in range(n)]
+    return FeatureSet(
+        keys=keys,
+        groups=list(keys),
+        labels=[None] * n,
+        image=image,
+        image_mask=np.ones(n, dtype=bool),
+        text=text,
+        text_mask=np.ones(n, dtype=bool),
+        query=query,
+    )
+
+
+ENCODER = EncoderConfig(image_dim=IMAGE_DIM, text_dim=TEXT_DIM, dim=32, hidden=64)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[FeatureSet, FeatureSet]:
+    features = _synthetic()
+    return features.subset(range(0, 220)), features.subset(range(220, 300))
+
+
+def test_training_beats_the_untrained_model_and_keeps_the_best_epoch(
+    data: tuple[FeatureSet, FeatureSet],
+) -> None:
+    train, val = data
+    torch.manual_seed(0)
+    untrained = GatedEncoder(ENCODER)
+    untrained.set_feature_stats(torch.from_numpy(train.image), torch.from_numpy(train.text))
+    before = rsum(validation_metrics(untrained, val))
+
+    seen = []
+    config = TrainConfig(epochs=12, batch_size=64, lr=3e-3, patience=12, seed=0)
+    result = train_encoder(train, val, ENCODER, config, on_epoch=seen.append)
+    after = rsum(result.val_metrics)
+    assert seen == result.history
+    assert [r.epoch for r in result.history] == list(range(1, len(result.history) + 1))
+    assert all(np.isfinite(r.loss) and r.loss >= 0 for r in result.history)
+    # 80 validation items: chance R@1 is ~0.01; the trained model finds most pairs
+    assert after > before + 2.0, (before, after)
+    assert result.val_metrics["text->image"]["R@1"] > 0.5
+    assert result.val_metrics["query->unit"]["R@10"] > 0.8
+    # the returned model is the best epoch's, not the last one's
+    best = max(result.history, key=lambda r: r.val_rsum)
+    assert result.best_epoch == best.epoch
+    assert after == pytest.approx(best.val_rsum)
+    assert rsum(validation_metrics(result.model, val)) == pytest.approx(best.val_rsum)
+    assert not result.model.training
+    # standardisation uses the training features' statistics
+    assert torch.allclose(result.model.image_mean, torch.from_numpy(train.image).mean(0))
+
+
+def test_training_is_reproducible_for_a_seed(data: tuple[FeatureSet, FeatureSet]) -> None:
+    train, val = data
+    config = TrainConfig(epochs=2, batch_size=64, seed=3)
+    first = train_encoder(train, val, ENCODER, config)
+    second = train_encoder(train, val, ENCODER, config)
+    assert [r.loss for r in first.history] == [r.loss for r in second.history]
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+
+
+def test_early_stopping(data: tuple[FeatureSet, FeatureSet]) -> None:
+    train, val = data
+    config = TrainConfig(epochs=60, batch_size=64, lr=3e-3, patience=2, seed=0)
+    result = train_encoder(train, val, ENCODER, config)
+    assert len(result.history) < config.epochs
+    # it stopped exactly `patience` epochs after the last improvement
+    assert len(result.history) == result.best_epoch + config.patience
+    assert all(r.val_rsum <= result.history[result.best_epoch - 1].val_rsum for r in result.history)
+
+
+@pytest.mark.parametrize("loss", ["max", "sum-max", "infonce"])
+def test_other_losses_train(data: tuple[FeatureSet, FeatureSet], loss: str) -> None:
+    train, val = data
+    config = TrainConfig(epochs=2, batch_size=64, loss=loss, switch_epoch=1, seed=0)
+    result = train_encoder(train, val, ENCODER, config)
+    assert len(result.history) == 2
+    assert all(np.isfinite(r.loss) for r in result.history)
+
+
+def test_unknown_loss_is_refused(data: tuple[FeatureSet, FeatureSet]) -> None:
+    train, val = data
+    with pytest.raises(ValueError, match="loss"):
+        train_encoder(train, val, ENCODER, TrainConfig(loss="hinge"))
+
+
+def test_training_with_missing_modalities(data: tuple[FeatureSet, FeatureSet]) -> None:
+    train, val = data
+    train = train.subset(range(len(train)))
+    train.image_mask[::5] = False  # a missing modality is a zero row and a False mask
+    train.image[::5] = 0.0
+    train.text_mask[1::7] = False
+    train.text[1::7] = 0.0
+    result = train_encoder(train, val, ENCODER, TrainConfig(epochs=2, batch_size=64))
+    assert all(np.isfinite(r.loss) for r in result.history)
+    # statistics come from real rows only, not the zero rows of missing images
+    real = torch.from_numpy(train.image[train.image_mask])
+    assert torch.allclose(result.model.image_mean, real.mean(0))
+
+
+# --- corruption -------------------------------------------------------------------------------
+
+
+def _rows(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row r of the image features is all r, of the text features all -r: swaps show."""
+    values = torch.arange(n, dtype=torch.float32)[:, None]
+    image_mask = torch.ones(n, dtype=torch.bool)
+    text_mask = torch.ones(n, dtype=torch.bool)
+    image_mask[3] = False  # incomplete units are never corrupted further
+    text_mask[7] = False
+    return values.expand(n, 4).clone(), -values.expand(n, 3).clone(), image_mask, text_mask
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_corrupt_changes_exactly_the_drawn_rows(seed: int) -> None:
+    n, probability = 40, 0.5
+    image, text, image_mask, text_mask = _rows(n)
+    originals = [t.clone() for t in (image, text, image_mask, text_mask)]
+    out_image, out_text, out_image_mask, out_text_mask = _corrupt(
+        image, text, image_mask, text_mask, probability, torch.Generator().manual_seed(seed)
+    )
+    # the same draws, in the documented order: who is hit, which kind, the swap partner
+    generator = torch.Generator().manual_seed(seed)
+    hit = torch.rand(n, generator=generator) < probability
+    kind = torch.randint(0, 4, (n,), generator=generator)
+    partner = torch.randperm(n, generator=generator)
+
+    for tensor, original in zip((image, text, image_mask, text_mask), originals, strict=True):
+        assert torch.equal(tensor, original)  # the inputs are not modified
+    changed = 0
+    for r in range(n):
+        complete = r not in (3, 7)
+        row_kind = int(kind[r]) if (hit[r] and complete) else None
+        expected_text = -float(partner[r]) if row_kind == 0 else -float(r)
+        expected_image = float(partner[r]) if row_kind == 2 else float(r)
+        assert out_text[r].tolist() == [expected_text] * 3, r
+        assert out_image[r].tolist() == [expected_image] * 4, r
+        assert bool(out_text_mask[r]) == (text_mask[r] and row_kind != 1), r
+        assert bool(out_image_mask[r]) == (image_mask[r] and row_kind != 3), r
+        changed += row_kind is not None
+    assert changed > 5  # the seeds draw every kind of corruption over 40 rows
+    assert {int(kind[r]) for r in range(n) if hit[r] and r not in (3, 7)} == {0, 1, 2, 3}
+
+
+def test_corrupt_probability_zero_and_one() -> None:
+    image, text, image_mask, text_mask = _rows(30)
+    same = _corrupt(image, text, image_mask, text_mask, 0.0, torch.Generator().manual_seed(0))
+    for got, original in zip(same, (image, text, image_mask, text_mask), strict=True):
+        assert torch.equal(got, original)
+    out_image, out_text, out_image_mask, out_text_mask = _corrupt(
+        image, text, image_mask, text_mask, 1.0, torch.Generator().manual_seed(0)
+    )
+    touched = (
+        (out_image != image).any(1)
+        | (out_text != text).any(1)
+        | (out_image_mask != image_mask)
+        | (out_text_mask != text_mask)
+    )
+    # every complete unit is hit (a swap with itself is the one way a hit row stays the same)
+    assert not touched[3] and not touched[7]
+    assert int(touched.sum()) >= 20
+
+
+# --- splits, keyword queries, point ids -------------------------------------------------------
+
+
+def test_split_of_is_deterministic_with_the_documented_proportions() -> None:
+    keys = [f"corpus/item-{i:05d}.png" for i in range(10_000)]
+    first = [split_of(k) for k in keys]
+    assert first == [split_of(k) for k in keys]
+    counts = Counter(first)
+    assert set(counts) == {"train", "val", "test"}
+    assert abs(counts["train"] / 10_000 - 0.70) < 0.02
+    assert abs(counts["val"] / 10_000 - 0.10) < 0.015
+    assert abs(counts["test"] / 10_000 - 0.20) < 0.015
+    # fixed across machines and versions: it is a sha256 of the key
+    assert [split_of(k) for k in ("a", "b", "c", "k3")] == ["test", "train", "test", "val"]
+
+
+def test_split_of_custom_percentages() -> None:
+    keys = [str(i) for i in range(2000)]
+    assert {split_of(k, val_percent=0, test_percent=0) for k in keys} == {"train"}
+    assert {split_of(k, val_percent=0, test_percent=100) for k in keys} == {"test"}
+    counts = Counter(split_of(k, val_percent=30, test_percent=30) for k in keys)
+    assert abs(counts["train"] / 2000 - 0.4) < 0.05
+    # growing the test share only moves items out of train/val, never between val and test
+    for key in keys[:500]:
+        if split_of(key) == "test":
+            assert split_of(key, test_percent=30) == "test"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("A Magellanic penguin.", "magellanic penguin"),
+        ("The cat is sitting on the mat, with a hat!", "cat sitting mat hat"),
+        ("Crème brûlée at the Café", "crème brûlée café"),
+        ("snake_case and CamelCase", "snake case camelcase"),
+        ("2 dogs & 3 cats", "2 dogs 3 cats"),
+        ("  the of a  ", "the of a"),  # nothing but stopwords: the text itself
+        ("...", "..."),
+    ],
+)
+def test_keyword_query(text: str, expected: str) -> None:
+    assert keyword_query(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("penguin_magellanic-2", "penguin magellanic"),
+        ("Little-Penguin", "little penguin"),
+        ("adelaide-rosella", "adelaide rosella"),
+        ("IMG_0042", "img"),
+        ("2024", "2024"),  # no words: the name itself
+    ],
+)
+def test_name_query(name: str, expected: str) -> None:
+    assert name_query(name) == expected
+
+
+PENGUIN_ID = "239fadb1-31b4-50bc-983f-72f5191813f5"
+
+
+def test_point_id_is_a_fixed_uuid5() -> None:
+    item = Item("stamps", "animals/birds/penguin", text="A penguin.")
+    assert item.point_id == PENGUIN_ID
+    assert uuid.UUID(item.point_id).version == 5
+    # only source and key matter, not the content
+    assert Item("stamps", "animals/birds/penguin", text="other", labels=("x",)).point_id == (
+        PENGUIN_ID
+    )
+    assert Item("other", "animals/birds/penguin").point_id != PENGUIN_ID
+    assert Item("stamps", "animals/birds/penguin2").point_id != PENGUIN_ID
+    # the separator keeps (source, key) pairs apart
+    assert Item("ab", "c").point_id != Item("a", "bc").point_id
+
+
+def test_point_id_is_stable_across_processes() -> None:
+    code = (
+        "from jointspace.corpus.item import Item; "
+        "print(Item('stamps', 'animals/birds/penguin').point_id)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == PENGUIN_ID
+
+
+def test_split_key_is_the_group_else_the_key() -> None:
+    assert Item("s", "a.png", group="a").split_key == "a"
+    assert Item("s", "a.png").split_key == "a.png"
