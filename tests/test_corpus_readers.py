@@ -129,7 +129,8 @@ def test_detect_format(tmp_path: Path, name: str, fmt: str) -> None:
 
 def test_detect_folder_and_unknown(tmp_path: Path) -> None:
     assert detect_format(tmp_path) == "folder"
-    with pytest.raises(JointspaceError, match=r"pass --format folder\|csv\|tsv\|jsonl\|parquet"):
+    choices = r"folder\|csv\|tsv\|jsonl\|parquet\|coco\|karpathy\|webdataset"
+    with pytest.raises(JointspaceError, match=rf"pass --format {choices}"):
         detect_format(tmp_path / "m.xlsx")
 
 
@@ -139,12 +140,32 @@ def test_missing_source(tmp_path: Path) -> None:
 
 
 def test_unknown_format(tmp_path: Path) -> None:
-    with pytest.raises(JointspaceError, match="Unknown format 'coco'"):
-        read_corpus(tmp_path, format="coco")
+    with pytest.raises(JointspaceError, match="Unknown format 'xlsx'"):
+        read_corpus(tmp_path, format="xlsx")
 
 
 def test_registry_has_every_format() -> None:
-    assert set(READERS) == {"folder", "csv", "tsv", "jsonl", "parquet"}
+    assert set(READERS) == {
+        "folder",
+        "csv",
+        "tsv",
+        "jsonl",
+        "parquet",
+        "coco",
+        "karpathy",
+        "webdataset",
+    }
+
+
+def test_brace_pattern_is_a_source_only_for_webdataset(tmp_path: Path) -> None:
+    pattern = tmp_path / "{0..1}.tar"
+    assert detect_format(pattern) == "webdataset"
+    with pytest.raises(JointspaceError, match="No file matches the shard pattern"):
+        read_corpus(pattern)
+    with pytest.raises(JointspaceError, match="No such file or folder"):
+        read_corpus(pattern, format="folder")
+    with pytest.raises(JointspaceError, match="No such file or folder"):
+        read_corpus(tmp_path / "{x}.tar")  # no range nor list: a plain (missing) name
 
 
 # --- manifests --------------------------------------------------------------------------------

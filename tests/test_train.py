@@ -14,11 +14,20 @@ import torch
 from jointspace.corpus.item import Item
 from jointspace.corpus.keywords import keyword_query, name_query
 from jointspace.corpus.split import split_of
+from jointspace.pipeline.corruption import (
+    CLEAN,
+    IMAGE_BLANKED,
+    IMAGE_SWAPPED,
+    TEXT_DROPPED,
+    TEXT_SWAPPED,
+    Units,
+    corrupt_units,
+)
 from jointspace.pipeline.dataset import FeatureSet
 from jointspace.pipeline.model import EncoderConfig, GatedEncoder
 from jointspace.pipeline.train import (
     TrainConfig,
-    _corrupt,
+    TrainResult,
     rsum,
     train_encoder,
     validation_metrics,
@@ -57,54 +66,62 @@ def data() -> tuple[FeatureSet, FeatureSet]:
     return features.subset(range(0, 220)), features.subset(range(220, 300))
 
 
-def test_training_beats_the_untrained_model_and_keeps_the_best_epoch(
-    data: tuple[FeatureSet, FeatureSet],
+@pytest.fixture(scope="module")
+def trained(data: tuple[FeatureSet, FeatureSet]) -> tuple[TrainConfig, TrainResult, list]:
+    train, val = data
+    seen: list = []
+    config = TrainConfig(epochs=40, batch_size=64, lr=1e-2, patience=2, seed=0)
+    return config, train_encoder(train, val, ENCODER, config, on_epoch=seen.append), seen
+
+
+def test_training_beats_the_untrained_model(
+    data: tuple[FeatureSet, FeatureSet], trained: tuple[TrainConfig, TrainResult, list]
 ) -> None:
     train, val = data
     torch.manual_seed(0)
     untrained = GatedEncoder(ENCODER)
     untrained.set_feature_stats(torch.from_numpy(train.image), torch.from_numpy(train.text))
     before = rsum(validation_metrics(untrained, val))
-
-    seen = []
-    config = TrainConfig(epochs=12, batch_size=64, lr=3e-3, patience=12, seed=0)
-    result = train_encoder(train, val, ENCODER, config, on_epoch=seen.append)
+    _, result, _ = trained
     after = rsum(result.val_metrics)
-    assert seen == result.history
-    assert [r.epoch for r in result.history] == list(range(1, len(result.history) + 1))
-    assert all(np.isfinite(r.loss) and r.loss >= 0 for r in result.history)
     # 80 validation items: chance R@1 is ~0.01; the trained model finds most pairs
     assert after > before + 2.0, (before, after)
     assert result.val_metrics["text->image"]["R@1"] > 0.5
     assert result.val_metrics["query->unit"]["R@10"] > 0.8
-    # the returned model is the best epoch's, not the last one's
-    best = max(result.history, key=lambda r: r.val_rsum)
-    assert result.best_epoch == best.epoch
-    assert after == pytest.approx(best.val_rsum)
-    assert rsum(validation_metrics(result.model, val)) == pytest.approx(best.val_rsum)
+    assert rsum(validation_metrics(result.model, val)) == pytest.approx(after)
     assert not result.model.training
     # standardisation uses the training features' statistics
     assert torch.allclose(result.model.image_mean, torch.from_numpy(train.image).mean(0))
 
 
+def test_early_stopping_keeps_the_best_epoch(
+    data: tuple[FeatureSet, FeatureSet], trained: tuple[TrainConfig, TrainResult, list]
+) -> None:
+    _, val = data
+    config, result, seen = trained
+    assert seen == result.history
+    assert [r.epoch for r in result.history] == list(range(1, len(result.history) + 1))
+    assert all(np.isfinite(r.loss) and r.loss >= 0 for r in result.history)
+    assert len(result.history) < config.epochs
+    # it stopped exactly `patience` epochs after the last improvement
+    assert len(result.history) == result.best_epoch + config.patience
+    best = max(result.history, key=lambda r: r.val_rsum)
+    assert result.best_epoch == best.epoch
+    assert all(r.val_rsum <= best.val_rsum for r in result.history)
+    # the returned model is the best epoch's, not the last one's
+    assert rsum(result.val_metrics) == pytest.approx(best.val_rsum)
+    assert rsum(validation_metrics(result.model, val)) == pytest.approx(best.val_rsum)
+
+
 def test_training_is_reproducible_for_a_seed(data: tuple[FeatureSet, FeatureSet]) -> None:
     train, val = data
     config = TrainConfig(epochs=2, batch_size=64, seed=3)
+    train, val = train.subset(range(100)), val.subset(range(40))
     first = train_encoder(train, val, ENCODER, config)
     second = train_encoder(train, val, ENCODER, config)
     assert [r.loss for r in first.history] == [r.loss for r in second.history]
     for key, value in first.model.state_dict().items():
         assert torch.equal(value, second.model.state_dict()[key]), key
-
-
-def test_early_stopping(data: tuple[FeatureSet, FeatureSet]) -> None:
-    train, val = data
-    config = TrainConfig(epochs=60, batch_size=64, lr=3e-3, patience=2, seed=0)
-    result = train_encoder(train, val, ENCODER, config)
-    assert len(result.history) < config.epochs
-    # it stopped exactly `patience` epochs after the last improvement
-    assert len(result.history) == result.best_epoch + config.patience
-    assert all(r.val_rsum <= result.history[result.best_epoch - 1].val_rsum for r in result.history)
 
 
 @pytest.mark.parametrize("loss", ["max", "sum-max", "infonce"])
@@ -129,7 +146,7 @@ def test_training_with_missing_modalities(data: tuple[FeatureSet, FeatureSet]) -
     train.image[::5] = 0.0
     train.text_mask[1::7] = False
     train.text[1::7] = 0.0
-    result = train_encoder(train, val, ENCODER, TrainConfig(epochs=2, batch_size=64))
+    result = train_encoder(train, val, ENCODER, TrainConfig(epochs=1, batch_size=64))
     assert all(np.isfinite(r.loss) for r in result.history)
     # statistics come from real rows only, not the zero rows of missing images
     real = torch.from_numpy(train.image[train.image_mask])
@@ -139,64 +156,91 @@ def test_training_with_missing_modalities(data: tuple[FeatureSet, FeatureSet]) -
 # --- corruption -------------------------------------------------------------------------------
 
 
-def _rows(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Row r of the image features is all r, of the text features all -r: swaps show."""
-    values = torch.arange(n, dtype=torch.float32)[:, None]
-    image_mask = torch.ones(n, dtype=torch.bool)
-    text_mask = torch.ones(n, dtype=torch.bool)
-    image_mask[3] = False  # incomplete units are never corrupted further
+def _units(n: int) -> Units:
+    """Row r of the image features is all r, of the text features all -r - 1: swaps show.
+    Row 3 has no image, row 7 no caption: incomplete units are never corrupted further."""
+    values = np.arange(n, dtype=np.float32)[:, None]
+    image_mask = np.ones(n, dtype=bool)
+    text_mask = np.ones(n, dtype=bool)
+    image_mask[3] = False
     text_mask[7] = False
-    return values.expand(n, 4).clone(), -values.expand(n, 3).clone(), image_mask, text_mask
+    return Units(
+        np.repeat(values, 4, axis=1), np.repeat(-values - 1, 3, axis=1), image_mask, text_mask
+    )
+
+
+BLANK = np.full(4, 0.5, dtype=np.float32)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_corrupt_changes_exactly_the_drawn_rows(seed: int) -> None:
-    n, probability = 40, 0.5
-    image, text, image_mask, text_mask = _rows(n)
-    originals = [t.clone() for t in (image, text, image_mask, text_mask)]
-    out_image, out_text, out_image_mask, out_text_mask = _corrupt(
-        image, text, image_mask, text_mask, probability, torch.Generator().manual_seed(seed)
-    )
-    # the same draws, in the documented order: who is hit, which kind, the swap partner
-    generator = torch.Generator().manual_seed(seed)
-    hit = torch.rand(n, generator=generator) < probability
-    kind = torch.randint(0, 4, (n,), generator=generator)
-    partner = torch.randperm(n, generator=generator)
-
-    for tensor, original in zip((image, text, image_mask, text_mask), originals, strict=True):
-        assert torch.equal(tensor, original)  # the inputs are not modified
-    changed = 0
+def test_corrupt_units_changes_exactly_the_rows_it_reports(seed: int) -> None:
+    n = 60
+    units = _units(n)
+    original = Units(*(a.copy() for a in vars(units).values()))
+    out, kinds = corrupt_units(units, 0.5, np.random.default_rng(seed), BLANK)
+    for name, array in vars(units).items():
+        assert np.array_equal(array, getattr(original, name))  # the input is not modified
+    assert kinds.shape == (n,)
+    assert kinds[3] == CLEAN and kinds[7] == CLEAN
+    assert {int(k) for k in kinds} == {
+        CLEAN,
+        TEXT_SWAPPED,
+        TEXT_DROPPED,
+        IMAGE_SWAPPED,
+        IMAGE_BLANKED,
+    }
     for r in range(n):
-        complete = r not in (3, 7)
-        row_kind = int(kind[r]) if (hit[r] and complete) else None
-        expected_text = -float(partner[r]) if row_kind == 0 else -float(r)
-        expected_image = float(partner[r]) if row_kind == 2 else float(r)
-        assert out_text[r].tolist() == [expected_text] * 3, r
-        assert out_image[r].tolist() == [expected_image] * 4, r
-        assert bool(out_text_mask[r]) == (text_mask[r] and row_kind != 1), r
-        assert bool(out_image_mask[r]) == (image_mask[r] and row_kind != 3), r
-        changed += row_kind is not None
-    assert changed > 5  # the seeds draw every kind of corruption over 40 rows
-    assert {int(kind[r]) for r in range(n) if hit[r] and r not in (3, 7)} == {0, 1, 2, 3}
+        kind = int(kinds[r])
+        image_same = np.array_equal(out.image[r], units.image[r])
+        text_same = np.array_equal(out.text[r], units.text[r])
+        masks_same = (out.image_mask[r], out.text_mask[r]) == (
+            units.image_mask[r],
+            units.text_mask[r],
+        )
+        if kind == CLEAN:
+            assert image_same and text_same and masks_same, r
+        elif kind == TEXT_SWAPPED:  # another unit's caption, never its own
+            donor = int(-out.text[r][0]) - 1
+            assert donor != r and np.array_equal(out.text[r], units.text[donor]), r
+            assert out.text_mask[r] == units.text_mask[donor]
+            assert image_same and out.image_mask[r]
+        elif kind == TEXT_DROPPED:
+            assert not out.text_mask[r] and not out.text[r].any(), r
+            assert image_same and out.image_mask[r]
+        elif kind == IMAGE_SWAPPED:
+            donor = int(out.image[r][0])
+            assert donor != r and np.array_equal(out.image[r], units.image[donor]), r
+            assert out.image_mask[r] == units.image_mask[donor]
+            assert text_same and out.text_mask[r]
+        else:
+            assert kind == IMAGE_BLANKED
+            assert np.array_equal(out.image[r], BLANK) and out.image_mask[r], r
+            assert text_same and out.text_mask[r]
+    # the same seed corrupts the same rows the same way
+    again, again_kinds = corrupt_units(units, 0.5, np.random.default_rng(seed), BLANK)
+    assert np.array_equal(again_kinds, kinds)
+    for name in vars(out):
+        assert np.array_equal(getattr(again, name), getattr(out, name))
 
 
-def test_corrupt_probability_zero_and_one() -> None:
-    image, text, image_mask, text_mask = _rows(30)
-    same = _corrupt(image, text, image_mask, text_mask, 0.0, torch.Generator().manual_seed(0))
-    for got, original in zip(same, (image, text, image_mask, text_mask), strict=True):
-        assert torch.equal(got, original)
-    out_image, out_text, out_image_mask, out_text_mask = _corrupt(
-        image, text, image_mask, text_mask, 1.0, torch.Generator().manual_seed(0)
-    )
-    touched = (
-        (out_image != image).any(1)
-        | (out_text != text).any(1)
-        | (out_image_mask != image_mask)
-        | (out_text_mask != text_mask)
-    )
-    # every complete unit is hit (a swap with itself is the one way a hit row stays the same)
-    assert not touched[3] and not touched[7]
-    assert int(touched.sum()) >= 20
+def test_corrupt_units_probability_zero_and_one() -> None:
+    units = _units(200)
+    out, kinds = corrupt_units(units, 0.0, np.random.default_rng(0), BLANK)
+    assert (kinds == CLEAN).all()
+    for name, array in vars(units).items():
+        assert np.array_equal(getattr(out, name), array)
+    _, kinds = corrupt_units(units, 1.0, np.random.default_rng(0), BLANK)
+    complete = units.image_mask & units.text_mask
+    assert (kinds[complete] != CLEAN).all() and (kinds[~complete] == CLEAN).all()
+    # the kind is drawn uniformly: each of the four is common
+    counts = Counter(int(k) for k in kinds[complete])
+    assert min(counts.values()) > 25
+
+
+def test_corrupt_units_rate() -> None:
+    units = _units(2000)
+    _, kinds = corrupt_units(units, 0.3, np.random.default_rng(5), BLANK)
+    assert abs((kinds != CLEAN).mean() - 0.3) < 0.04
 
 
 # --- splits, keyword queries, point ids -------------------------------------------------------

@@ -49,7 +49,7 @@ class BackboneSpec:
         open_clip model folder (with open_clip_config.json)."""
         if spec in PRESETS:
             return cls(*PRESETS[spec])
-        if Path(spec).is_dir():
+        if spec.strip() and Path(spec).is_dir():
             return cls(f"local-dir:{Path(spec).resolve()}", None)
         name, sep, tag = spec.partition(":")
         if not sep or not name or not tag:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..metrics import identity_relevance, retrieval_metrics
+from .corruption import Units, corrupt_units
 from .dataset import FeatureSet
 from .losses import make_loss
 from .model import EncoderConfig, GatedEncoder
@@ -22,7 +23,7 @@ LOSSES = ("sum", "max", "sum-max", "infonce")
 class TrainConfig:
     """Hyperparameters. `loss` "sum-max" trains with sum-of-hinges, then switches to the hardest
     negative (VSE++) at `switch_epoch`. `corrupt` is the probability that a training unit has one
-    modality corrupted (caption swapped or dropped, image swapped or dropped)."""
+    modality corrupted (caption swapped or dropped, image swapped or blanked)."""
 
     epochs: int = 60
     batch_size: int = 128
@@ -82,45 +83,24 @@ def rsum(metrics: dict[str, dict[str, float]]) -> float:
     return float(sum(m[f"R@{k}"] for m in metrics.values() for k in (1, 5, 10)))
 
 
-def _corrupt(
-    image: torch.Tensor,
-    text: torch.Tensor,
-    image_mask: torch.Tensor,
-    text_mask: torch.Tensor,
-    probability: float,
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Corrupt one modality of some units: the kinds of junk real corpora have (a caption about
-    something else, no caption, an unrelated or missing image)."""
-    n = len(image)
-    both = image_mask & text_mask
-    hit = (torch.rand(n, generator=generator) < probability) & both
-    kind = torch.randint(0, 4, (n,), generator=generator)
-    shuffle = torch.randperm(n, generator=generator)
-    image, text = image.clone(), text.clone()
-    image_mask, text_mask = image_mask.clone(), text_mask.clone()
-    swap_text, drop_text = hit & (kind == 0), hit & (kind == 1)
-    swap_image, drop_image = hit & (kind == 2), hit & (kind == 3)
-    text[swap_text] = text[shuffle][swap_text]
-    image[swap_image] = image[shuffle][swap_image]
-    text_mask[drop_text] = False
-    image_mask[drop_image] = False
-    return image, text, image_mask, text_mask
-
-
 def train_encoder(
     train: FeatureSet,
     val: FeatureSet,
     encoder_config: EncoderConfig,
     config: TrainConfig = TrainConfig(),
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    blank_image: np.ndarray | None = None,
 ) -> TrainResult:
     """Train on `train`, select the epoch with the best validation rsum, stop after `patience`
-    epochs without improvement."""
+    epochs without improvement. `blank_image` (features of a blank placeholder) is what an
+    "image blanked" corruption puts in a unit; zeros if not given."""
     if config.loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, not {config.loss!r}")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    if blank_image is None:
+        blank_image = np.zeros(encoder_config.image_dim, dtype=np.float32)
     model = GatedEncoder(encoder_config)
     image, text = torch.from_numpy(train.image), torch.from_numpy(train.text)
     query = torch.from_numpy(train.query)
@@ -147,17 +127,14 @@ def train_encoder(
             rows = order[start : start + config.batch_size]
             if len(rows) < 2:
                 continue
-            loss = _batch_loss(
-                model,
-                loss_fn,
-                config,
-                generator,
-                image[rows],
-                text[rows],
-                query[rows],
-                image_mask[rows],
-                text_mask[rows],
+            clean = Units(
+                image[rows].numpy(),
+                text[rows].numpy(),
+                image_mask[rows].numpy(),
+                text_mask[rows].numpy(),
             )
+            corrupted, _ = corrupt_units(clean, config.corrupt, rng, blank_image)
+            loss = _batch_loss(model, loss_fn, config, generator, clean, corrupted, query[rows])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -168,7 +145,8 @@ def train_encoder(
         history.append(record)
         if on_epoch:
             on_epoch(record)
-        if score > best_score:
+        # NaN (no validation queries) never wins, but the first epoch is always kept
+        if best_state is None or score > best_score:
             best_state, best_score, best_epoch = copy.deepcopy(model.state_dict()), score, epoch
             best_metrics = metrics
         elif epoch - best_epoch >= config.patience:
@@ -183,25 +161,30 @@ def _batch_loss(
     loss_fn: torch.nn.Module,
     config: TrainConfig,
     generator: torch.Generator,
-    image: torch.Tensor,
-    text: torch.Tensor,
+    clean: Units,
+    corrupted: Units,
     query: torch.Tensor,
-    image_mask: torch.Tensor,
-    text_mask: torch.Tensor,
 ) -> torch.Tensor:
-    """Joint loss over caption↔image, keyword query→unit and image query→unit."""
-    clean = model(image, text, image_mask, text_mask)
-    units = model(*_corrupt(image, text, image_mask, text_mask, config.corrupt, generator)).unit
+    """Joint loss over caption↔image, keyword query→unit and image query→unit; the units are
+    the corrupted ones, the queries and the caption↔image pairs are clean."""
+    image, text = torch.from_numpy(clean.image), torch.from_numpy(clean.text)
+    image_mask, text_mask = torch.from_numpy(clean.image_mask), torch.from_numpy(clean.text_mask)
+    pair = model(image, text, image_mask, text_mask)
+    units = model(
+        *(
+            torch.from_numpy(a)
+            for a in (corrupted.image, corrupted.text, corrupted.image_mask, corrupted.text_mask)
+        )
+    ).unit
     both = image_mask & text_mask
     total = torch.zeros(())
     if both.sum() > 1:
-        total = total + loss_fn(clean.text[both], clean.image[both])
+        total = total + loss_fn(pair.text[both], pair.image[both])
     if text_mask.sum() > 1:
         total = total + loss_fn(model.encode_text(query[text_mask]), units[text_mask])
     if image_mask.sum() > 1:
         # the image query is another "view": the features with noise, so the task is not copying
-        noisy = image + config.query_noise * model.image_std * torch.randn(
-            image.shape, generator=generator
-        )
+        noise = torch.randn(image.shape, generator=generator)
+        noisy = image + config.query_noise * model.image_std * noise
         total = total + loss_fn(model.encode_image(noisy[image_mask]), units[image_mask])
     return total

@@ -8,12 +8,15 @@ Protocols (named in every report):
 - labelled: relevant = shares the item's first label (its category). Queries are the item's
   keyword query and its own image; the query's own item is removed from the gallery for
   same-modality and unit targets, so nothing is found by copying. Reported as MAP.
+- corrupted units (`corrupt_units` = p): a fraction p of the gallery's units have one modality
+  corrupted (caption swapped or dropped, image swapped or blanked; fixed by seed, the same for
+  every model); queries stay clean and relevance is unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from ..errors import JointspaceError
 from ..metrics import identity_relevance, label_relevance, retrieval_metrics
 from ..pipeline.backbone import Backbone
 from ..pipeline.checkpoint import load_model
+from ..pipeline.corruption import Units, blank_image_features, corrupt_units
 from ..pipeline.dataset import FeatureSet
 from ..pipeline.features import FeatureCache, encode_texts
 from ..pipeline.model import GatedEncoder
@@ -34,8 +38,9 @@ from ..pipeline.views import view_features
 
 TASKS = ("text->image", "text->text", "text->unit", "image->image", "image->text", "image->unit")
 PROTOCOL_NOTES = {
-    "paired": "R@k, MRR, nDCG@10: paired protocol (relevant = the same item (or another rendering of it: same group); text queries are "
-    "file-name or caption keywords, image queries another view of the image)",
+    "paired": "R@k, MRR, nDCG@10: paired protocol (relevant = the same item or another "
+    "rendering of it; text queries are file-name or caption keywords, image queries another "
+    "view of the image)",
     "labelled": "MAP: labelled protocol (relevant = same category label; the query's own item "
     "removed from same-modality and unit galleries)",
 }
@@ -43,13 +48,33 @@ PROTOCOL_NOTES = {
 
 @dataclass
 class EvalSet:
-    """A held-out split's features plus the evaluation queries' backbone features."""
+    """A held-out split's features plus the evaluation queries' backbone features. `own_image`
+    keeps the clean image features (the labelled protocol's image queries) when the gallery's
+    units are corrupted; `kinds` says how each unit was corrupted."""
 
     gallery: FeatureSet
     keyword: np.ndarray
     keyword_mask: np.ndarray
     view: np.ndarray
     view_mask: np.ndarray
+    own_image: np.ndarray
+    own_image_mask: np.ndarray
+    kinds: np.ndarray
+
+
+def with_corrupted_units(data: EvalSet, p: float, seed: int, blank_image: np.ndarray) -> EvalSet:
+    """The same evaluation with a fraction `p` of the gallery's units corrupted."""
+    g = data.gallery
+    clean = Units(g.image, g.text, g.image_mask, g.text_mask)
+    units, kinds = corrupt_units(clean, p, np.random.default_rng(seed), blank_image)
+    gallery = replace(
+        g,
+        image=units.image,
+        text=units.text,
+        image_mask=units.image_mask,
+        text_mask=units.text_mask,
+    )
+    return replace(data, gallery=gallery, kinds=kinds)
 
 
 @dataclass
@@ -62,6 +87,8 @@ class Embedded:
     unit: np.ndarray
     keyword: np.ndarray
     view: np.ndarray
+    own_image: np.ndarray
+    gate: np.ndarray | None = None
 
 
 def query_text(item: Item) -> str | None:
@@ -79,7 +106,16 @@ def build_eval_set(gallery: FeatureSet, backbone: Backbone, cache: FeatureCache)
     if keyword_mask.any():
         keyword[keyword_mask] = encode_texts([t for t in texts if t], backbone, cache)
     view, view_mask = view_features(gallery.items, backbone, cache)
-    return EvalSet(gallery, keyword, keyword_mask, view, view_mask & gallery.image_mask)
+    return EvalSet(
+        gallery,
+        keyword,
+        keyword_mask,
+        view,
+        view_mask & gallery.image_mask,
+        gallery.image,
+        gallery.image_mask,
+        np.zeros(len(gallery), dtype=int),
+    )
 
 
 def embed_with_model(model: GatedEncoder, data: EvalSet) -> Embedded:
@@ -89,7 +125,10 @@ def embed_with_model(model: GatedEncoder, data: EvalSet) -> Embedded:
     with torch.inference_mode():
         keyword = model.encode_text(torch.from_numpy(data.keyword)).numpy()
         view = model.encode_image(torch.from_numpy(data.view)).numpy()
-    return Embedded(vectors["image"], vectors["text"], vectors["unit"], keyword, view)
+        own = model.encode_image(torch.from_numpy(data.own_image)).numpy()
+    return Embedded(
+        vectors["image"], vectors["text"], vectors["unit"], keyword, view, own, vectors["gate"]
+    )
 
 
 def task_metrics(data: EvalSet, vectors: Embedded) -> dict[str, dict[str, float]]:
@@ -122,7 +161,7 @@ def task_metrics(data: EvalSet, vectors: Embedded) -> dict[str, dict[str, float]
             label_q, label_mask = (
                 (vectors.keyword, data.keyword_mask)
                 if modality == "text"
-                else (vectors.image, g.image_mask)
+                else (vectors.own_image, data.own_image_mask)
             )
             rows = np.flatnonzero(label_mask)
             own = same[np.ix_(rows, columns)] if target in (modality, "unit") else None
@@ -134,36 +173,65 @@ def task_metrics(data: EvalSet, vectors: Embedded) -> dict[str, dict[str, float]
     return results
 
 
+CORRUPTION_SEED = 20180205
+
+
+def prepare_evaluation(
+    records: Iterable[Item | Skipped],
+    home: Path,
+    backbone: Backbone,
+    split: str = "test",
+    workers: int = 1,
+    on_items: Callable[[int], None] | None = None,
+) -> tuple[dict[str, FeatureSet], EvalSet]:
+    """The corpus's train/val/test features and the evaluation set of `split`."""
+    features, _ = load_features(records, home, backbone, workers, on_items)
+    parts = split_feature_set(features)
+    if len(parts[split]) < 2:
+        raise JointspaceError(
+            f"The {split} split has {len(parts[split])} usable items; nothing to rank."
+        )
+    cache = FeatureCache.for_backbone(home, backbone.fingerprint)
+    try:
+        return parts, build_eval_set(parts[split], backbone, cache)
+    finally:
+        cache.close()
+
+
+def protocol_notes(data: EvalSet, corrupt_units: float) -> dict[str, str]:
+    """The protocol descriptions that apply to this evaluation."""
+    notes = dict(PROTOCOL_NOTES)
+    if not any(label for label in data.gallery.labels):
+        notes.pop("labelled")
+    if corrupt_units:
+        notes["corrupted"] = (
+            f"corrupted units: {corrupt_units:.0%} of the gallery's units have one modality "
+            f"corrupted (caption swapped/dropped, image swapped/blanked; seed {CORRUPTION_SEED})"
+        )
+    return notes
+
+
 def evaluate_model(
     records: Iterable[Item | Skipped],
     model_dir: Path,
     home: Path,
     split: str = "test",
+    corrupt_units: float = 0.0,
     workers: int = 1,
     on_items: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a corpus; JSON-ready result."""
     model, card = load_model(model_dir)
     backbone = Backbone(card.backbone["spec"])
-    features, _ = load_features(records, home, backbone, workers, on_items)
-    gallery = split_feature_set(features)[split]
-    if len(gallery) < 2:
-        raise JointspaceError(
-            f"The {split} split has {len(gallery)} usable items; nothing to rank."
-        )
-    cache = FeatureCache.for_backbone(home, backbone.fingerprint)
-    try:
-        data = build_eval_set(gallery, backbone, cache)
-    finally:
-        cache.close()
-    tasks = task_metrics(data, embed_with_model(model, data))
-    notes = dict(PROTOCOL_NOTES)
-    if not any(label for label in gallery.labels):
-        notes.pop("labelled")
+    _, data = prepare_evaluation(records, home, backbone, split, workers, on_items)
+    if corrupt_units:
+        blank = blank_image_features(backbone)
+        data = with_corrupted_units(data, corrupt_units, CORRUPTION_SEED, blank)
     return {
         "model_id": card.model_id,
         "split": split,
-        "queries": len(gallery),
-        "tasks": tasks,
-        "protocol": notes,
+        "corrupt_units": corrupt_units,
+        "queries": len(data.gallery),
+        "tasks": task_metrics(data, embed_with_model(model, data)),
+        "protocol": protocol_notes(data, corrupt_units),
     }
