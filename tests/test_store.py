@@ -3,6 +3,7 @@ qdrant-client's local mode as the server stand-in, and a real server when QDRANT
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -418,3 +419,195 @@ def test_open_store_picks_the_backend(tmp_path: Path) -> None:
         create(store, "items")
     assert (tmp_path / "collections" / "items" / "collection.json").is_file()
     assert (tmp_path / "collections" / "items" / "shard").is_dir()
+
+
+# -- bulk uploads --------------------------------------------------------------------------------
+
+
+def test_bulk_upload_brackets_work(store: Store, backend: Backend) -> None:
+    create(store, backend.name)
+    with store.bulk(backend.name):
+        store.upsert(backend.name, [point(i, degrees=i) for i in range(40)])
+        # Searches keep working during a bulk upload.
+        assert store.search(backend.name, "unit", unit_vector(0), 1)[0].id == pid(0)
+    assert store.count(backend.name) == 40
+    store.end_bulk(backend.name)  # a second end (or one without a begin) is harmless
+    assert store.count(backend.name) == 40
+
+
+# -- aliases -------------------------------------------------------------------------------------
+
+
+def test_alias_resolves_and_switches(store: Store, backend: Backend) -> None:
+    first, second, alias = f"{backend.name}-v1", f"{backend.name}-v2", f"{backend.name}-live"
+    create(store, first, model="m1")
+    create(store, second, model="m2")
+    store.upsert(first, [point(i) for i in range(3)])
+    store.upsert(second, [point(i) for i in range(10, 15)])
+    assert alias not in store.list_aliases()
+    assert store.resolve(alias) == alias  # not an alias: the name itself
+
+    store.set_alias(alias, first)
+    assert store.list_aliases()[alias] == first
+    assert store.resolve(alias) == first
+    assert store.resolve(first) == first
+    assert store.has_collection(alias)
+    assert alias not in store.list_collections()  # an alias is not a collection
+    assert store.count(alias) == 3
+    assert store.info(alias).metadata == {"model": "m1"}
+    assert store.existing_ids(alias, [pid(1), pid(11)]) == {pid(1)}
+
+    store.set_alias(alias, second)  # the switch
+    assert store.resolve(alias) == second
+    assert store.count(alias) == 5
+    assert {p.id for p in store.scroll(alias)} == {pid(i) for i in range(10, 15)}
+    assert store.search(alias, "unit", unit_vector(0), 10)[0].id in {pid(i) for i in range(10, 15)}
+    store.upsert(alias, [point(20)])  # writes through an alias land in its collection
+    assert store.count(second) == 6
+    store.set_metadata(alias, {"model": "m2b"})
+    assert store.info(second).metadata == {"model": "m2b"}
+
+    store.set_alias(alias, second)  # pointing it where it points already changes nothing
+    store.delete_alias(alias)
+    assert alias not in store.list_aliases()
+    assert not store.has_collection(alias)
+    assert store.count(first) == 3 and store.count(second) == 6  # collections stay
+
+
+def test_alias_mistakes_raise(store: Store, backend: Backend) -> None:
+    first, second, alias = f"{backend.name}-v1", f"{backend.name}-v2", f"{backend.name}-live"
+    create(store, first)
+    create(store, second)
+    with pytest.raises(JointspaceError, match="no collection"):
+        store.set_alias(alias, f"{backend.name}-missing")
+    with pytest.raises(JointspaceError, match="cannot become an alias"):
+        store.set_alias(second, first)  # the name of a collection
+    store.set_alias(alias, first)
+    with pytest.raises(JointspaceError, match="itself an alias"):
+        store.set_alias(f"{backend.name}-other", alias)
+    with pytest.raises(JointspaceError, match="already exists"):
+        create(store, alias)
+    with pytest.raises(JointspaceError, match="is an alias of collection"):
+        store.drop_collection(alias)
+    with pytest.raises(JointspaceError, match="no alias"):
+        store.delete_alias(f"{backend.name}-nothing")
+    with pytest.raises(JointspaceError, match="Invalid collection name"):
+        store.set_alias("../escape", first)
+    assert store.list_aliases()[alias] == first  # the failed calls changed nothing
+
+
+def test_dropping_a_collection_drops_its_aliases(store: Store, backend: Backend) -> None:
+    first, second = f"{backend.name}-v1", f"{backend.name}-v2"
+    create(store, first)
+    create(store, second)
+    store.set_alias(f"{backend.name}-a", first)
+    store.set_alias(f"{backend.name}-b", second)
+    store.drop_collection(first)
+    aliases = {k: v for k, v in store.list_aliases().items() if k.startswith(backend.name)}
+    assert aliases == {f"{backend.name}-b": second}
+
+
+def test_aliases_survive_reopen(backend: Backend) -> None:
+    with backend.open() as store:
+        create(store, f"{backend.name}-v1")
+        store.set_alias(f"{backend.name}-live", f"{backend.name}-v1")
+    with backend.open() as store:
+        assert store.resolve(f"{backend.name}-live") == f"{backend.name}-v1"
+
+
+def test_alias_switch_under_a_concurrent_reader(store: Store, backend: Backend) -> None:
+    """A reader searching through the alias while a new collection fills and the alias is
+    switched back and forth sees a complete collection every time: the old point count or the
+    new one, never a partial fill; and every search that starts after a switch returned sees
+    the collection switched to."""
+    old, new, alias = f"{backend.name}-v1", f"{backend.name}-v2", f"{backend.name}-live"
+    old_count, new_count = 30, 45
+    create(store, old)
+    store.upsert(old, [point(i, degrees=i) for i in range(old_count)])
+    store.set_alias(alias, old)
+
+    seen: list[int] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                seen.append(len(store.search(alias, "unit", unit_vector(0), k=100)))
+        except Exception:
+            errors.append(traceback.format_exc())
+
+    def reads_after(switch_returned: int) -> list[int]:
+        """Wait for a few searches that started after a switch; return them."""
+        for _ in range(1000):
+            if len(seen) >= switch_returned + 3 or errors:
+                break
+            threading.Event().wait(0.01)
+        # The first one may have started before the switch returned.
+        return seen[switch_returned + 1 :]
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        create(store, new)
+        for start in range(0, new_count, 5):  # the new collection fills in steps
+            batch = range(1000 + start, 1000 + start + 5)
+            store.upsert(new, [point(i, degrees=i % 90) for i in batch])
+        for target, count in ((new, new_count), (old, old_count), (new, new_count)):
+            store.set_alias(alias, target)
+            later = reads_after(len(seen))
+            assert later and set(later) == {count}, (target, later[:10])
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not errors, errors[0]
+    assert set(seen) == {old_count, new_count}
+
+
+def test_edge_alias_switch_reaches_a_store_already_open(tmp_path: Path) -> None:
+    """The alias file is re-read when it changes: a store that resolved the alias before
+    follows a switch made by another store at its next call."""
+    with EdgeStore(tmp_path) as store:
+        for name, n in (("v1", 2), ("v2", 4)):
+            create(store, name)
+            store.upsert(name, [point(i) for i in range(n)])
+        store.set_alias("live", "v1")
+    reader = EdgeStore(tmp_path)
+    try:
+        assert reader.count("live") == 2  # opens v1 (and holds it)
+        with EdgeStore(tmp_path) as switcher:  # switching needs no shard, only the alias file
+            switcher.set_alias("live", "v2")
+        assert reader.count("live") == 4
+        assert json.loads((tmp_path / "aliases.json").read_text())["aliases"] == {"live": "v2"}
+    finally:
+        reader.close()
+
+
+def test_edge_alias_file_is_replaced_atomically(tmp_path: Path) -> None:
+    with EdgeStore(tmp_path) as store:
+        create(store, "v1")
+        store.set_alias("live", "v1")
+        store.set_alias("other", "v1")
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+    assert json.loads((tmp_path / "aliases.json").read_text())["aliases"] == {
+        "live": "v1",
+        "other": "v1",
+    }
+
+
+def test_base_store_defaults_without_aliases() -> None:
+    """A backend that overrides none of the optional methods: no aliases, names resolve to
+    themselves, setting an alias raises a clear error, bulk hooks do nothing."""
+    bare_cls = type(
+        "BareStore", (Store,), {m: lambda *a, **k: None for m in Store.__abstractmethods__}
+    )
+    bare = bare_cls()
+    assert bare.list_aliases() == {}
+    assert bare.resolve("items") == "items"
+    with pytest.raises(JointspaceError, match="BareStore does not support aliases"):
+        bare.set_alias("live", "items")
+    with pytest.raises(JointspaceError, match="does not support aliases"):
+        bare.delete_alias("live")
+    with bare.bulk("items"):
+        pass

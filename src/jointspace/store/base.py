@@ -1,11 +1,24 @@
-"""The store interface: the dozen calls jointspace needs from Qdrant, and its records."""
+"""The store interface: the dozen calls jointspace needs from Qdrant, and its records.
+
+Besides the abstract core, the interface has optional parts with working defaults, so that a
+backend only overrides what it can do better:
+- bulk uploads: `begin_bulk` / `end_bulk` (or `with store.bulk(name):`) bracket a large upload so
+  that a backend may defer index building; the defaults do nothing;
+- aliases, for zero-downtime re-ingest (ingest into a new collection, then switch an alias that
+  readers use): `list_aliases`, `resolve`, `set_alias`, `delete_alias`. The defaults describe a
+  backend without aliases: none exist, every name is a collection, and creating one raises a
+  JointspaceError.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from jointspace.errors import JointspaceError
 
 VECTOR_NAMES = ("unit", "image", "text")
 
@@ -107,6 +120,50 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release files and connections; the store is unusable afterwards."""
+
+    # -- bulk uploads (optional) ---------------------------------------------------------------
+
+    def begin_bulk(self, name: str) -> None:  # noqa: B027 - an optional hook, no-op by default
+        """A large upload into `name` starts: the backend may defer index building until
+        end_bulk. Searches keep working meanwhile (perhaps slower). Default: nothing."""
+
+    def end_bulk(self, name: str) -> None:  # noqa: B027 - an optional hook, no-op by default
+        """The bulk upload into `name` is over: restore what begin_bulk changed. Calling it
+        without begin_bulk is harmless. Default: nothing."""
+
+    @contextlib.contextmanager
+    def bulk(self, name: str) -> Iterator[None]:
+        """begin_bulk(name) ... end_bulk(name), the end also when the upload fails, so that a
+        failed run does not leave indexing switched off."""
+        self.begin_bulk(name)
+        try:
+            yield
+        finally:
+            self.end_bulk(name)
+
+    # -- aliases (optional) --------------------------------------------------------------------
+
+    def list_aliases(self) -> dict[str, str]:
+        """Every alias and the collection it points to. Default: none (no alias support)."""
+        return {}
+
+    def resolve(self, name: str) -> str:
+        """The collection an alias points to, or `name` itself when it is not an alias."""
+        return self.list_aliases().get(name, name)
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        """Point `alias` at `collection`, atomically: a reader using the alias sees the old
+        collection or the new one, never neither. Default: raises (no alias support)."""
+        raise JointspaceError(
+            f"{type(self).__name__} does not support aliases; use the collection name "
+            f"'{collection}' directly."
+        )
+
+    def delete_alias(self, alias: str) -> None:
+        """Remove `alias` (its collection stays). Default: raises (no alias support)."""
+        raise JointspaceError(
+            f"{type(self).__name__} does not support aliases, so there is no alias '{alias}'."
+        )
 
     def __enter__(self) -> Store:
         return self
