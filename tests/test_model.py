@@ -140,12 +140,13 @@ def test_gated_fusion_is_a_per_unit_mix() -> None:
     model = _model().eval()
     image, text = _features(4)
     out = model(image, text)
-    x_i = (image - model.image_mean) / model.image_std
-    x_t = (text - model.text_mean) / model.text_std
-    z = torch.sigmoid(model.gate(torch.cat([x_i, x_t, out.image * out.text], dim=-1)))
+    agreement = out.image * out.text
+    cosine = (out.image * out.text).sum(-1, keepdim=True)
+    z = torch.sigmoid(model.gate(torch.cat([out.image, out.text, agreement, cosine], dim=-1)))
+    assert z.shape == (4, 1)  # one weight per unit
     expected = F.normalize(z * out.image + (1 - z) * out.text, dim=-1)
     assert torch.allclose(out.unit, expected, atol=1e-6)
-    assert torch.allclose(out.gate, z.mean(-1), atol=1e-6)
+    assert torch.allclose(out.gate, z[:, 0], atol=1e-6)
 
 
 def test_unknown_fusion_is_refused() -> None:

@@ -18,8 +18,9 @@ from jointspace.pipeline.corruption import (
     CLEAN,
     IMAGE_BLANKED,
     IMAGE_SWAPPED,
-    TEXT_DROPPED,
+    TEXT_JUNK,
     TEXT_SWAPPED,
+    Junk,
     Units,
     corrupt_units,
 )
@@ -170,6 +171,8 @@ def _units(n: int) -> Units:
 
 
 BLANK = np.full(4, 0.5, dtype=np.float32)
+JUNK_CAPTIONS = np.full((2, 3), 100.0, dtype=np.float32)
+JUNK = Junk(BLANK, JUNK_CAPTIONS)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -177,7 +180,7 @@ def test_corrupt_units_changes_exactly_the_rows_it_reports(seed: int) -> None:
     n = 60
     units = _units(n)
     original = Units(*(a.copy() for a in vars(units).values()))
-    out, kinds = corrupt_units(units, 0.5, np.random.default_rng(seed), BLANK)
+    out, kinds = corrupt_units(units, 0.5, np.random.default_rng(seed), JUNK)
     for name, array in vars(units).items():
         assert np.array_equal(array, getattr(original, name))  # the input is not modified
     assert kinds.shape == (n,)
@@ -185,7 +188,7 @@ def test_corrupt_units_changes_exactly_the_rows_it_reports(seed: int) -> None:
     assert {int(k) for k in kinds} == {
         CLEAN,
         TEXT_SWAPPED,
-        TEXT_DROPPED,
+        TEXT_JUNK,
         IMAGE_SWAPPED,
         IMAGE_BLANKED,
     }
@@ -204,9 +207,9 @@ def test_corrupt_units_changes_exactly_the_rows_it_reports(seed: int) -> None:
             assert donor != r and np.array_equal(out.text[r], units.text[donor]), r
             assert out.text_mask[r] == units.text_mask[donor]
             assert image_same and out.image_mask[r]
-        elif kind == TEXT_DROPPED:
-            assert not out.text_mask[r] and not out.text[r].any(), r
-            assert image_same and out.image_mask[r]
+        elif kind == TEXT_JUNK:  # one of the junk captions, the unit otherwise unchanged
+            assert any(np.array_equal(out.text[r], junk) for junk in JUNK_CAPTIONS), r
+            assert out.text_mask[r] and image_same and out.image_mask[r]
         elif kind == IMAGE_SWAPPED:
             donor = int(out.image[r][0])
             assert donor != r and np.array_equal(out.image[r], units.image[donor]), r
@@ -217,7 +220,7 @@ def test_corrupt_units_changes_exactly_the_rows_it_reports(seed: int) -> None:
             assert np.array_equal(out.image[r], BLANK) and out.image_mask[r], r
             assert text_same and out.text_mask[r]
     # the same seed corrupts the same rows the same way
-    again, again_kinds = corrupt_units(units, 0.5, np.random.default_rng(seed), BLANK)
+    again, again_kinds = corrupt_units(units, 0.5, np.random.default_rng(seed), JUNK)
     assert np.array_equal(again_kinds, kinds)
     for name in vars(out):
         assert np.array_equal(getattr(again, name), getattr(out, name))
@@ -225,11 +228,11 @@ def test_corrupt_units_changes_exactly_the_rows_it_reports(seed: int) -> None:
 
 def test_corrupt_units_probability_zero_and_one() -> None:
     units = _units(200)
-    out, kinds = corrupt_units(units, 0.0, np.random.default_rng(0), BLANK)
+    out, kinds = corrupt_units(units, 0.0, np.random.default_rng(0), JUNK)
     assert (kinds == CLEAN).all()
     for name, array in vars(units).items():
         assert np.array_equal(getattr(out, name), array)
-    _, kinds = corrupt_units(units, 1.0, np.random.default_rng(0), BLANK)
+    _, kinds = corrupt_units(units, 1.0, np.random.default_rng(0), JUNK)
     complete = units.image_mask & units.text_mask
     assert (kinds[complete] != CLEAN).all() and (kinds[~complete] == CLEAN).all()
     # the kind is drawn uniformly: each of the four is common
@@ -239,8 +242,13 @@ def test_corrupt_units_probability_zero_and_one() -> None:
 
 def test_corrupt_units_rate() -> None:
     units = _units(2000)
-    _, kinds = corrupt_units(units, 0.3, np.random.default_rng(5), BLANK)
+    _, kinds = corrupt_units(units, 0.3, np.random.default_rng(5), JUNK)
     assert abs((kinds != CLEAN).mean() - 0.3) < 0.04
+
+
+def test_corrupt_units_without_junk_only_swaps() -> None:
+    _, kinds = corrupt_units(_units(500), 1.0, np.random.default_rng(0), None)
+    assert set(kinds.tolist()) == {CLEAN, TEXT_SWAPPED, IMAGE_SWAPPED}
 
 
 # --- splits, keyword queries, point ids -------------------------------------------------------

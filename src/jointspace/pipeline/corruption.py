@@ -1,9 +1,11 @@
 """Modality corruption: the junk real corpora have, applied to units on purpose.
 
 A corrupted unit has exactly one modality spoiled: its caption swapped for another unit's
-("a caption about something else") or dropped, or its image swapped for another unit's or
-blanked (the features of a blank placeholder image). Training with it teaches the gate to route;
-evaluating with it (the corrupted-units protocol) measures whether it does.
+("a caption about something else") or replaced by boilerplate ("IMG_0042", "click to
+enlarge"), or its image swapped for another unit's or blanked (a blank placeholder). Training
+with it teaches the gate to route; evaluating with it (the corrupted-units protocol) measures
+whether it does. Training and evaluation draw junk captions from disjoint lists, so the gate
+must recognise boilerplate it has never seen.
 """
 
 from __future__ import annotations
@@ -15,14 +17,52 @@ from PIL import Image
 
 from .backbone import Backbone
 
-CLEAN, TEXT_SWAPPED, TEXT_DROPPED, IMAGE_SWAPPED, IMAGE_BLANKED = range(5)
+CLEAN, TEXT_SWAPPED, TEXT_JUNK, IMAGE_SWAPPED, IMAGE_BLANKED = range(5)
 KIND_NAMES = {
     CLEAN: "clean",
     TEXT_SWAPPED: "caption swapped",
-    TEXT_DROPPED: "caption dropped",
+    TEXT_JUNK: "caption junk",
     IMAGE_SWAPPED: "image swapped",
     IMAGE_BLANKED: "image blanked",
 }
+JUNK_CAPTIONS = {
+    "train": (
+        "IMG_0042",
+        "DSC01234.JPG",
+        "image",
+        "untitled",
+        "click to enlarge",
+        "no description available",
+        "placeholder",
+        "photo 17 of 40",
+        "stock photo",
+        "screenshot 2019-03-02",
+        "copyright all rights reserved",
+        "download",
+    ),
+    "eval": (
+        "P1000713.jpg",
+        "picture",
+        "unnamed file",
+        "see caption below",
+        "thumbnail",
+        "image not available",
+        "banner",
+        "gallery item 5",
+        "scan0003",
+        "default",
+        "photo credit: staff",
+        "view larger",
+    ),
+}
+
+
+@dataclass
+class Junk:
+    """What corruption puts in: features of a blank placeholder image and of junk captions."""
+
+    blank_image: np.ndarray
+    captions: np.ndarray
 
 
 @dataclass
@@ -36,26 +76,29 @@ class Units:
 
 
 def corrupt_units(
-    units: Units, probability: float, rng: np.random.Generator, blank_image: np.ndarray
+    units: Units, probability: float, rng: np.random.Generator, junk: Junk | None
 ) -> tuple[Units, np.ndarray]:
-    """Corrupt one modality of each complete unit with `probability` (kind drawn uniformly);
-    returns the corrupted copy and each row's kind (CLEAN for untouched rows)."""
+    """Corrupt one modality of each complete unit with `probability` (kind drawn uniformly;
+    only swaps without `junk`); returns the corrupted copy and each row's kind (CLEAN for
+    untouched rows)."""
     n = len(units.image)
     complete = units.image_mask & units.text_mask
     hit = (rng.random(n) < probability) & complete
-    kinds = np.where(hit, rng.integers(TEXT_SWAPPED, IMAGE_BLANKED + 1, n), CLEAN)
+    choices = np.array([TEXT_SWAPPED, IMAGE_SWAPPED] if junk is None else list(KIND_NAMES)[1:])
+    kinds = np.where(hit, choices[rng.integers(0, len(choices), n)], CLEAN)
     donors = _donors(n, rng)
     image, text = units.image.copy(), units.text.copy()
     image_mask, text_mask = units.image_mask.copy(), units.text_mask.copy()
     rows = kinds == TEXT_SWAPPED
     text[rows] = units.text[donors[rows]]
     text_mask[rows] = units.text_mask[donors[rows]]
-    rows = kinds == TEXT_DROPPED
-    text[rows], text_mask[rows] = 0.0, False
+    if junk is not None:
+        rows = kinds == TEXT_JUNK
+        text[rows] = junk.captions[rng.integers(0, len(junk.captions), rows.sum())]
+        image[kinds == IMAGE_BLANKED] = junk.blank_image
     rows = kinds == IMAGE_SWAPPED
     image[rows] = units.image[donors[rows]]
     image_mask[rows] = units.image_mask[donors[rows]]
-    image[kinds == IMAGE_BLANKED] = blank_image
     return Units(image, text, image_mask, text_mask), kinds
 
 
@@ -67,7 +110,15 @@ def _donors(n: int, rng: np.random.Generator) -> np.ndarray:
     return (np.arange(n) + offsets) % n
 
 
-def blank_image_features(backbone: Backbone) -> np.ndarray:
-    """Backbone features of a blank white placeholder image."""
+def junk_features(backbone: Backbone, part: str) -> Junk:
+    """Backbone features of a blank white placeholder and of the `part` ("train" or "eval")
+    list of junk captions."""
     pixels = backbone.preprocess(Image.new("RGB", (224, 224), "white"))[None]
-    return backbone.encode_images(pixels)[0].astype(np.float16).astype(np.float32)
+    blank = backbone.encode_images(pixels)[0]
+    captions = backbone.encode_texts(list(JUNK_CAPTIONS[part]))
+    return Junk(_as_stored(blank), _as_stored(captions))
+
+
+def _as_stored(features: np.ndarray) -> np.ndarray:
+    """Rounded like cached features, so junk is indistinguishable by precision alone."""
+    return features.astype(np.float16).astype(np.float32)

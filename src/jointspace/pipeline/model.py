@@ -1,11 +1,11 @@
-"""The gated encoder: modality towers into one space and a Gated Multimodal Unit that fuses a unit.
+"""The gated encoder: modality towers into one space and a gate that fuses a unit.
 
 Towers (shared by queries and units) map frozen backbone features into D dims:
 ``n_i = normalize(φ_i(x_i))``, ``n_t = normalize(φ_t(x_t))``. A unit is fused as
-``u = normalize(z ⊙ n_i + (1 − z) ⊙ n_t)`` where, for ``fusion="gated"``, the gate
-``z = σ(W₂ GELU(W₁ [x̂_i; x̂_t; n_i ⊙ n_t]))`` is computed per unit and per dimension (GMU,
-Arevalo et al. 2017). The agreement term ``n_i ⊙ n_t`` lets the gate see whether caption and
-image belong together, which a concatenation of raw features cannot express in one layer.
+``u = normalize(z · n_i + (1 − z) · n_t)`` where, for ``fusion="gated"``, the gate is one scalar
+per unit, ``z = σ(w₂ᵀ GELU(W₁ [n_i; n_t; n_i ⊙ n_t; n_iᵀn_t]))``: a Gated Multimodal Unit
+(Arevalo et al. 2017) computed on the tower outputs. The agreement terms let the gate see
+whether caption and image belong together, the tower outputs whether either looks like junk.
 Baselines are the same module with the gate replaced: ``fixed`` (z = a constant weight) and
 ``concat`` (u = normalize(W [n_i; n_t])). A unit with one modality missing is that modality alone.
 """
@@ -78,9 +78,8 @@ class GatedEncoder(nn.Module):
         self.image_tower = Tower(config.image_dim, config.dim, config.hidden, config.dropout)
         self.text_tower = Tower(config.text_dim, config.dim, config.hidden, config.dropout)
         if config.fusion == "gated":
-            gate_in = config.image_dim + config.text_dim + config.dim
             self.gate = nn.Sequential(
-                nn.Linear(gate_in, config.hidden), nn.GELU(), nn.Linear(config.hidden, config.dim)
+                nn.Linear(3 * config.dim + 1, config.hidden), nn.GELU(), nn.Linear(config.hidden, 1)
             )
         elif config.fusion == "concat":
             self.fuse = nn.Linear(2 * config.dim, config.dim)
@@ -127,7 +126,10 @@ class GatedEncoder(nn.Module):
             z = torch.full_like(n_i, 0.5)
         else:
             if self.config.fusion == "gated":
-                z = torch.sigmoid(self.gate(torch.cat([x_i, x_t, n_i * n_t], dim=-1)))
+                agreement = n_i * n_t
+                cosine = agreement.sum(-1, keepdim=True)
+                gate_input = torch.cat([n_i, n_t, agreement, cosine], dim=-1)
+                z = torch.sigmoid(self.gate(gate_input)).expand_as(n_i)
             else:
                 z = torch.full_like(n_i, self.config.fixed_weight)
             fused = z * n_i + (1 - z) * n_t

@@ -9,9 +9,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from ..metrics import identity_relevance, retrieval_metrics
-from .corruption import Units, corrupt_units
+from .corruption import IMAGE_BLANKED, TEXT_JUNK, Junk, Units, corrupt_units
 from .dataset import FeatureSet
 from .losses import make_loss
 from .model import EncoderConfig, GatedEncoder
@@ -23,7 +24,8 @@ LOSSES = ("sum", "max", "sum-max", "infonce")
 class TrainConfig:
     """Hyperparameters. `loss` "sum-max" trains with sum-of-hinges, then switches to the hardest
     negative (VSE++) at `switch_epoch`. `corrupt` is the probability that a training unit has one
-    modality corrupted (caption swapped or dropped, image swapped or blanked)."""
+    modality corrupted (caption swapped or replaced by boilerplate, image swapped or blanked);
+    `gate_supervision` weighs a loss that asks the gate to turn away from junk it can see."""
 
     epochs: int = 60
     batch_size: int = 128
@@ -35,6 +37,7 @@ class TrainConfig:
     patience: int = 12
     corrupt: float = 0.3
     query_noise: float = 0.3
+    gate_supervision: float = 1.0
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -89,18 +92,16 @@ def train_encoder(
     encoder_config: EncoderConfig,
     config: TrainConfig = TrainConfig(),
     on_epoch: Callable[[EpochRecord], None] | None = None,
-    blank_image: np.ndarray | None = None,
+    junk: Junk | None = None,
 ) -> TrainResult:
     """Train on `train`, select the epoch with the best validation rsum, stop after `patience`
-    epochs without improvement. `blank_image` (features of a blank placeholder) is what an
-    "image blanked" corruption puts in a unit; zeros if not given."""
+    epochs without improvement. `junk` (features of a blank placeholder image and of junk
+    captions) is what corruption puts into units; without it only swaps are used."""
     if config.loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, not {config.loss!r}")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    if blank_image is None:
-        blank_image = np.zeros(encoder_config.image_dim, dtype=np.float32)
     model = GatedEncoder(encoder_config)
     image, text = torch.from_numpy(train.image), torch.from_numpy(train.text)
     query = torch.from_numpy(train.query)
@@ -133,8 +134,10 @@ def train_encoder(
                 image_mask[rows].numpy(),
                 text_mask[rows].numpy(),
             )
-            corrupted, _ = corrupt_units(clean, config.corrupt, rng, blank_image)
+            corrupted, kinds = corrupt_units(clean, config.corrupt, rng, junk)
             loss = _batch_loss(model, loss_fn, config, generator, clean, corrupted, query[rows])
+            if config.gate_supervision and model.config.fusion == "gated":
+                loss = loss + config.gate_supervision * _gate_loss(model, corrupted, kinds)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -188,3 +191,23 @@ def _batch_loss(
         noisy = image + config.query_noise * model.image_std * noise
         total = total + loss_fn(model.encode_image(noisy[image_mask]), units[image_mask])
     return total
+
+
+def _gate_loss(model: GatedEncoder, corrupted: Units, kinds: np.ndarray) -> torch.Tensor:
+    """Binary cross-entropy pulling the gate of a unit with a junk caption towards the image
+    (z = 1) and of a unit with a blank image towards the text (z = 0). Swaps are left alone:
+    from the pair alone nothing tells which side is the wrong one."""
+    target = np.full(len(kinds), np.nan, dtype=np.float32)
+    target[kinds == TEXT_JUNK] = 1.0
+    target[kinds == IMAGE_BLANKED] = 0.0
+    known = ~np.isnan(target)
+    if not known.any():
+        return torch.zeros(())
+    rows = torch.from_numpy(np.flatnonzero(known))
+    gate = model(
+        *(
+            torch.from_numpy(a)[rows]
+            for a in (corrupted.image, corrupted.text, corrupted.image_mask, corrupted.text_mask)
+        )
+    ).gate
+    return F.binary_cross_entropy(gate.clamp(1e-6, 1 - 1e-6), torch.from_numpy(target[known]))

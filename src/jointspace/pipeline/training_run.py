@@ -15,7 +15,7 @@ from ..corpus.split import split_of
 from ..errors import JointspaceError
 from .backbone import Backbone
 from .checkpoint import save_model
-from .corruption import blank_image_features
+from .corruption import junk_features
 from .dataset import FeatureSet, build_feature_set
 from .features import FeatureCache
 from .model import EncoderConfig
@@ -72,8 +72,8 @@ def train_model(
     encoder_config = replace(
         encoder_config, image_dim=backbone.image_dim, text_dim=backbone.text_dim
     )
-    blank = blank_image_features(backbone)
-    result = train_encoder(parts["train"], parts["val"], encoder_config, config, on_epoch, blank)
+    junk = junk_features(backbone, "train")
+    result = train_encoder(parts["train"], parts["val"], encoder_config, config, on_epoch, junk)
     data = {name: len(part) for name, part in parts.items()}
     data.update(skipped=len(skipped), sources=sorted({i.source for i in features.items}))
     training = {

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..pipeline.corruption import KIND_NAMES
+from ..pipeline.corruption import KIND_NAMES, Junk
 from ..pipeline.dataset import FeatureSet
 from ..pipeline.model import EncoderConfig, GatedEncoder
 from ..pipeline.train import TrainConfig, rsum, train_encoder, validation_metrics
@@ -100,7 +100,8 @@ def tune_fixed_weight(model: GatedEncoder, val: FeatureSet) -> tuple[GatedEncode
 def run_comparison(
     parts: dict[str, FeatureSet],
     data: EvalSet,
-    blank_image: np.ndarray,
+    train_junk: Junk,
+    eval_junk: Junk,
     seeds: int = 3,
     corrupt_levels: tuple[float, ...] = (0.0,),
     train_config: TrainConfig | None = None,
@@ -114,7 +115,7 @@ def run_comparison(
     runs = ComparisonRuns(seeds, list(corrupt_levels))
     image_dim, text_dim = parts["train"].image.shape[1], parts["train"].text.shape[1]
     corrupted = {
-        p: with_corrupted_units(data, p, CORRUPTION_SEED, blank_image) if p else data
+        p: with_corrupted_units(data, p, CORRUPTION_SEED, eval_junk) if p else data
         for p in corrupt_levels
     }
     for p in corrupt_levels:
@@ -142,7 +143,7 @@ def run_comparison(
                         parts["val"],
                         config,
                         replace(train_config, loss=variant.loss, seed=seed),
-                        blank_image=blank_image,
+                        junk=train_junk,
                     )
                     model = trained[(variant.fusion, variant.loss)] = result.model
                     if seed == 0:

@@ -9,8 +9,8 @@ Protocols (named in every report):
   keyword query and its own image; the query's own item is removed from the gallery for
   same-modality and unit targets, so nothing is found by copying. Reported as MAP.
 - corrupted units (`corrupt_units` = p): a fraction p of the gallery's units have one modality
-  corrupted (caption swapped or dropped, image swapped or blanked; fixed by seed, the same for
-  every model); queries stay clean and relevance is unchanged.
+  corrupted (caption swapped or replaced by boilerplate, image swapped or blanked; fixed by
+  seed, the same for every model); queries stay clean and relevance is unchanged.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ..errors import JointspaceError
 from ..metrics import identity_relevance, label_relevance, retrieval_metrics
 from ..pipeline.backbone import Backbone
 from ..pipeline.checkpoint import load_model
-from ..pipeline.corruption import Units, blank_image_features, corrupt_units
+from ..pipeline.corruption import Junk, Units, corrupt_units, junk_features
 from ..pipeline.dataset import FeatureSet
 from ..pipeline.features import FeatureCache, encode_texts
 from ..pipeline.model import GatedEncoder
@@ -62,11 +62,11 @@ class EvalSet:
     kinds: np.ndarray
 
 
-def with_corrupted_units(data: EvalSet, p: float, seed: int, blank_image: np.ndarray) -> EvalSet:
+def with_corrupted_units(data: EvalSet, p: float, seed: int, junk: Junk) -> EvalSet:
     """The same evaluation with a fraction `p` of the gallery's units corrupted."""
     g = data.gallery
     clean = Units(g.image, g.text, g.image_mask, g.text_mask)
-    units, kinds = corrupt_units(clean, p, np.random.default_rng(seed), blank_image)
+    units, kinds = corrupt_units(clean, p, np.random.default_rng(seed), junk)
     gallery = replace(
         g,
         image=units.image,
@@ -206,7 +206,8 @@ def protocol_notes(data: EvalSet, corrupt_units: float) -> dict[str, str]:
     if corrupt_units:
         notes["corrupted"] = (
             f"corrupted units: {corrupt_units:.0%} of the gallery's units have one modality "
-            f"corrupted (caption swapped/dropped, image swapped/blanked; seed {CORRUPTION_SEED})"
+            "corrupted (caption swapped/boilerplate, image swapped/blanked; "
+            f"seed {CORRUPTION_SEED})"
         )
     return notes
 
@@ -225,8 +226,8 @@ def evaluate_model(
     backbone = Backbone(card.backbone["spec"])
     _, data = prepare_evaluation(records, home, backbone, split, workers, on_items)
     if corrupt_units:
-        blank = blank_image_features(backbone)
-        data = with_corrupted_units(data, corrupt_units, CORRUPTION_SEED, blank)
+        junk = junk_features(backbone, "eval")
+        data = with_corrupted_units(data, corrupt_units, CORRUPTION_SEED, junk)
     return {
         "model_id": card.model_id,
         "split": split,
