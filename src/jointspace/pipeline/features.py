@@ -2,19 +2,23 @@
 
 The cache is one SQLite file per backbone fingerprint; rows are keyed by content hash (the
 image file's bytes, or the text), so moving or renaming a corpus keeps its features. Image
-decoding and preprocessing run in DataLoader worker processes, overlapping backbone inference.
+decoding and preprocessing run in worker processes, overlapping backbone inference.
 """
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
+import signal
 import sqlite3
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..corpus.images import decode_image, read_image_bytes
 from ..corpus.item import Item, Skipped, bytes_hash, text_hash
@@ -98,39 +102,26 @@ class _Prepared:
     height: int | None = None
 
 
-class _PreparedItems(IterableDataset):
-    """Reads, hashes, cache-checks and decodes images; each worker takes every n-th record."""
+class _ImagePreparer:
+    """Reads, hashes, cache-checks and decodes one record's image (in a worker process)."""
 
-    def __init__(
-        self,
-        records: Iterable[Item | Skipped],
-        preprocess: Callable,
-        cache_path: Path,
-        max_pixels: int,
-    ) -> None:
-        self.records = records
+    def __init__(self, preprocess: Callable, cache_path: Path, max_pixels: int) -> None:
         self.preprocess = preprocess
         self.cache_path = cache_path
         self.max_pixels = max_pixels
+        self._cache: FeatureCache | None = None
 
-    def __iter__(self) -> Iterator[_Prepared | Skipped]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        cache = FeatureCache(self.cache_path)
-        try:
-            for index, record in enumerate(self.records):
-                if index % workers == worker:
-                    yield self._prepare(record, cache)
-        finally:
-            cache.close()
-
-    def _prepare(self, record: Item | Skipped, cache: FeatureCache) -> _Prepared | Skipped:
-        if isinstance(record, Skipped) or (record.image is None and record.image_bytes is None):
-            return record if isinstance(record, Skipped) else _Prepared(record)
+    def __call__(self, record: Item | Skipped) -> _Prepared | Skipped:
+        if isinstance(record, Skipped):
+            return record
+        if record.image is None and record.image_bytes is None:
+            return _Prepared(record)
+        if self._cache is None:
+            self._cache = FeatureCache(self.cache_path)
         try:
             data = read_image_bytes(record)
             digest = bytes_hash(data)
-            hit = cache.get_many("image", [digest]).get(digest)
+            hit = self._cache.get_many("image", [digest]).get(digest)
             if hit is not None:
                 return _Prepared(record, digest, cached=hit[0], width=hit[1], height=hit[2])
             image = decode_image(data, record.image or record.key, max_pixels=self.max_pixels)
@@ -139,8 +130,26 @@ class _PreparedItems(IterableDataset):
             return Skipped(record.source, record.key, bad.reason)
 
 
-def _as_is(record: object) -> object:
-    return record
+_worker_preparer: _ImagePreparer | None = None
+
+
+def _start_worker(preparer: _ImagePreparer) -> None:
+    global _worker_preparer
+    _worker_preparer = preparer
+    # the main process owns Ctrl-C; one thread per worker, the cores go to the backbone
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+
+
+def _prepare_in_worker(record: Item | Skipped) -> _Prepared | Skipped:
+    assert _worker_preparer is not None
+    return _worker_preparer(record)
+
+
+def _batched(records: Iterable[Item | Skipped], size: int) -> Iterator[list[Item | Skipped]]:
+    iterator = iter(records)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
 
 
 def encode_items(
@@ -150,27 +159,29 @@ def encode_items(
     batch_size: int = 32,
     workers: int = 1,
     max_pixels: int = 64_000_000,
+    prefetch: int = 2,
 ) -> Iterator[list[EncodedItem | Skipped]]:
     """Encode a stream of items in batches, in order; bad items come out as `Skipped`.
 
-    Cached features are reused, new ones are written to the cache batch by batch."""
-    dataset = _PreparedItems(records, backbone.preprocess, cache.path, max_pixels)
-    loader = DataLoader(
-        dataset,
-        batch_size=None,
-        num_workers=workers,
-        collate_fn=_as_is,
-        prefetch_factor=2 * batch_size if workers else None,
-        persistent_workers=False,
-    )
-    batch: list[_Prepared | Skipped] = []
-    for prepared in loader:
-        batch.append(prepared)
-        if len(batch) == batch_size:
-            yield _encode_batch(batch, backbone, cache)
-            batch = []
-    if batch:
-        yield _encode_batch(batch, backbone, cache)
+    The main process reads `records` (so a reader or filter may use open files or a store) and
+    hands batches to `workers` processes that decode images, `prefetch` batches ahead of the
+    backbone; `workers=0` decodes in this process. Cached features are reused, new ones are
+    written to the cache batch by batch. Memory is bounded by batch_size × (prefetch + 1)."""
+    preparer = _ImagePreparer(backbone.preprocess, cache.path, max_pixels)
+    if workers == 0:
+        for batch in _batched(records, batch_size):
+            yield _encode_batch([preparer(r) for r in batch], backbone, cache)
+        return
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, context, _start_worker, (preparer,)) as pool:
+        pending: deque[Iterator[_Prepared | Skipped]] = deque()
+        chunk = max(1, batch_size // (2 * workers))
+        for batch in _batched(records, batch_size):
+            pending.append(pool.map(_prepare_in_worker, batch, chunksize=chunk))
+            if len(pending) > prefetch:
+                yield _encode_batch(list(pending.popleft()), backbone, cache)
+        while pending:
+            yield _encode_batch(list(pending.popleft()), backbone, cache)
 
 
 def _encode_batch(
