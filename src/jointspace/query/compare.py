@@ -10,14 +10,18 @@ the same training recipe (corruption included) so only the fusion or the loss di
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..pipeline.corruption import KIND_NAMES, Junk
+from ..corpus.item import Item, Skipped
+from ..pipeline.backbone import Backbone
+from ..pipeline.corruption import KIND_NAMES, Junk, junk_features
 from ..pipeline.dataset import FeatureSet
 from ..pipeline.model import EncoderConfig, GatedEncoder
 from ..pipeline.train import TrainConfig, rsum, train_encoder, validation_metrics
@@ -26,6 +30,8 @@ from .evaluate import (
     Embedded,
     EvalSet,
     embed_with_model,
+    prepare_evaluation,
+    protocol_notes,
     task_metrics,
     with_corrupted_units,
 )
@@ -196,3 +202,39 @@ def gate_statistics(gates: dict[str, list[float]]) -> dict[str, dict[str, float]
         for kind in KIND_NAMES.values()
         if (kinds == kind).any()
     }
+
+
+def compare_on_corpus(
+    records: Iterable[Item | Skipped],
+    home: Path,
+    backbone_spec: str,
+    seeds: int,
+    corrupt_levels: tuple[float, ...],
+    train_config: TrainConfig,
+    workers: int = 1,
+    on_items: Callable[[int], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> tuple[ComparisonRuns, dict[str, Any]]:
+    """Every variant on a corpus's cached features: trained on its train split (val for early
+    stopping and weight tuning), evaluated on its test split. Returns the runs and a context
+    (backbone, split sizes, protocol notes) for the report."""
+    backbone = Backbone(backbone_spec)
+    parts, data = prepare_evaluation(records, home, backbone, "test", workers, on_items)
+    runs = run_comparison(
+        parts,
+        data,
+        junk_features(backbone, "train"),
+        junk_features(backbone, "eval"),
+        seeds=seeds,
+        corrupt_levels=corrupt_levels,
+        train_config=train_config,
+        on_step=on_step,
+    )
+    context = {
+        "sources": sorted({item.source for part in parts.values() for item in part.items}),
+        "backbone": backbone_spec,
+        "split_sizes": {name: len(part) for name, part in parts.items()},
+        "protocol": protocol_notes(data, max(corrupt_levels)),
+        "train_config": train_config.to_dict(),
+    }
+    return runs, context
