@@ -100,6 +100,15 @@ _TRANSIENT_HTTPX = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProt
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """A snapshot file of a collection on one node."""
+
+    name: str
+    size: int
+    created: str
+
+
+@dataclass(frozen=True)
 class ServerOptions:
     """Tuning of a ServerStore; every field has a safe default.
 
@@ -622,6 +631,50 @@ class ServerStore(Store):
             what=f"deleting alias '{alias}'",
         )
         self._forget(alias)
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def create_snapshot(self, name: str) -> Snapshot:
+        """Snapshot a collection on the node this client talks to (in a cluster, run it
+        against every node: each holds its own shards)."""
+        collection = self.resolve(name)
+        result = self._snapshot_call(
+            lambda: self.client.create_snapshot(collection, wait=True),
+            f"creating a snapshot of '{collection}'",
+            retry=False,
+        )
+        return Snapshot(result.name, result.size, str(result.creation_time))
+
+    def list_snapshots(self, name: str) -> list[Snapshot]:
+        """The collection's snapshots on this node, oldest first."""
+        collection = self.resolve(name)
+        found = self._snapshot_call(
+            lambda: self.client.list_snapshots(collection), f"listing snapshots of '{collection}'"
+        )
+        snapshots = [Snapshot(s.name, s.size, str(s.creation_time)) for s in found]
+        return sorted(snapshots, key=lambda s: s.created)
+
+    def restore_snapshot(self, name: str, location: str) -> None:
+        """Restore a collection from a snapshot: a snapshot name on this node, or a URL the
+        server can fetch (http(s):// or file:// on the server's disk)."""
+        collection = self.resolve(name)
+        if "://" not in location:
+            location = f"file:///qdrant/snapshots/{collection}/{location}"
+        self._snapshot_call(
+            lambda: self.client.recover_snapshot(collection, location, wait=True),
+            f"restoring '{collection}' from {location}",
+            retry=False,
+        )
+        self._forget(name, collection)
+
+    def _snapshot_call(self, fn: Callable[[], T], what: str, retry: bool = True) -> T:
+        try:
+            return self._call(fn, what=what, retry=retry)
+        except NotImplementedError:
+            raise JointspaceError(
+                f"Snapshots need a Qdrant server; {self.where} has none (qdrant-client's local "
+                "mode): point --qdrant-url at a server."
+            ) from None
 
     # -- points --------------------------------------------------------------------------------
 
