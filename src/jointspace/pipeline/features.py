@@ -7,8 +7,10 @@ decoding and preprocessing run in worker processes, overlapping backbone inferen
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import multiprocessing
+import os
 import signal
 import sqlite3
 from collections import deque
@@ -24,6 +26,8 @@ from ..corpus.images import decode_image, read_image_bytes
 from ..corpus.item import Item, Skipped, bytes_hash, text_hash
 from ..errors import BadItem
 from .backbone import Backbone
+
+PR_SET_PDEATHSIG = 1
 
 
 class FeatureCache:
@@ -133,12 +137,25 @@ class _ImagePreparer:
 _worker_preparer: _ImagePreparer | None = None
 
 
-def _start_worker(preparer: _ImagePreparer) -> None:
+def _start_worker(preparer: _ImagePreparer, parent: int) -> None:
     global _worker_preparer
     _worker_preparer = preparer
+    _die_with_parent(parent)
     # the main process owns Ctrl-C; one thread per worker, the cores go to the backbone
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker forked after a store was opened holds its files (an Edge shard's lock): it must
+    not outlive a parent killed with SIGKILL, or a re-run finds the collection "in use"."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the pool's own shutdown has to do
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _prepare_in_worker(record: Item | Skipped) -> _Prepared | Skipped:
@@ -173,7 +190,7 @@ def encode_items(
             yield _encode_batch([preparer(r) for r in batch], backbone, cache)
         return
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, context, _start_worker, (preparer,)) as pool:
+    with ProcessPoolExecutor(workers, context, _start_worker, (preparer, os.getpid())) as pool:
         pending: deque[Iterator[_Prepared | Skipped]] = deque()
         chunk = max(1, batch_size // (2 * workers))
         for batch in _batched(records, batch_size):
