@@ -21,24 +21,56 @@ from .common import (
 @collections_app.command("list")
 @handles_errors
 def collections_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Collections with their point counts and models."""
+    """Collections with their aliases, point counts and models (versions of an alias are
+    named ALIAS_vN; the alias points at the current one)."""
     settings: Settings = ctx.obj
     with settings.open_store() as store:
         infos = [store.info(name) for name in store.list_collections()]
+        aliases = store.list_aliases()
+    aliases_of = {
+        info.name: sorted(a for a, c in aliases.items() if c == info.name) for info in infos
+    }
     if as_json:
-        print_json({"collections": [_info_document(i) for i in infos]})
+        print_json(
+            {
+                "collections": [
+                    {**_info_document(i), "aliases": aliases_of[i.name]} for i in infos
+                ],
+                "aliases": aliases,
+            }
+        )
         return
     table = Table(title="collections")
-    for column in ("name", "points", "model", "backbone"):
+    for column in ("name", "aliases", "points", "model", "backbone"):
         table.add_column(column)
     for info in infos:
         table.add_row(
             info.name,
+            ", ".join(aliases_of[info.name]),
             str(info.points),
             str(info.metadata.get("model_id", "")),
             str(info.metadata.get("backbone", "")),
         )
     stdout.print(table)
+
+
+@collections_app.command("prune")
+@handles_errors
+def collections_prune(
+    ctx: typer.Context,
+    alias: Annotated[str, typer.Argument(help="The alias whose old versions to drop.")],
+    keep: Annotated[int, typer.Option(help="Old versions to keep besides the current.")] = 0,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Drop the old versions (ALIAS_vN) an alias no longer points at."""
+    from ..store.versions import prune
+
+    settings: Settings = ctx.obj
+    if not yes and not typer.confirm(f"Drop the old versions of '{alias}'?"):
+        raise typer.Exit(1)
+    with settings.open_store() as store:
+        dropped = prune(store, alias, keep)
+    stderr.print(f"Dropped {len(dropped)} old versions: {', '.join(dropped) or 'none'}.")
 
 
 def _info_document(info) -> dict:

@@ -9,6 +9,7 @@ errors go to stderr. Exit codes: 0 success, 1 a bad run (one sentence says what 
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
 import os
@@ -25,6 +26,7 @@ from rich.table import Table
 from ..corpus.item import Item, Skipped
 from ..corpus.split import split_of
 from ..errors import JointspaceError
+from ..store.base import Store
 
 app = typer.Typer(
     help="Search image-text collections: train a gated joint embedding of text, images and "
@@ -50,7 +52,10 @@ SourcesArg = Annotated[
         "or a CSV/TSV/JSONL/Parquet manifest. Several may be given."
     ),
 ]
-FormatOpt = Annotated[str, typer.Option("--format", help="auto|folder|csv|tsv|jsonl|parquet")]
+FormatOpt = Annotated[
+    str,
+    typer.Option("--format", help="auto|folder|csv|tsv|jsonl|parquet|coco|karpathy|webdataset"),
+]
 ImageColumnOpt = Annotated[str | None, typer.Option(help="Manifest column of image paths/URLs.")]
 TextColumnOpt = Annotated[str | None, typer.Option(help="Manifest column of captions.")]
 LabelColumnOpt = Annotated[str | None, typer.Option("--label", help="Manifest column of labels.")]
@@ -62,13 +67,26 @@ WorkersOpt = Annotated[int, typer.Option(help="Image decoding worker processes."
 class Settings:
     """Global options: where the embedded store lives, or which server to use."""
 
-    def __init__(self, home: Path, url: str | None, api_key: str | None) -> None:
-        self.home, self.url, self.api_key = home, url, api_key
+    def __init__(self, home: Path, url: str | None, api_key: str | None, grpc: bool) -> None:
+        self.home, self.url, self.api_key, self.grpc = home, url, api_key, grpc
 
-    def open_store(self):
+    def open_store(self, **server_options: Any) -> Store:
+        """The server at --qdrant-url, else the embedded store under --home."""
         from ..store import open_store
 
-        return open_store(home=self.home / "qdrant", url=self.url, api_key=self.api_key)
+        return open_store(
+            home=self.home / "qdrant",
+            url=self.url,
+            api_key=self.api_key,
+            prefer_grpc=self.grpc,
+            **server_options,
+        )
+
+    def open_embedded(self) -> Store:
+        """The embedded store under --home, whatever --qdrant-url says."""
+        from ..store import open_store
+
+        return open_store(home=self.home / "qdrant")
 
 
 @app.callback()
@@ -93,9 +111,16 @@ def main_options(
             envvar="QDRANT_API_KEY", help="API key for the Qdrant server.", show_default=False
         ),
     ] = None,
+    grpc: Annotated[
+        bool,
+        typer.Option(
+            envvar="QDRANT_GRPC",
+            help="Talk to the server over gRPC (port 6334) when it answers there, else REST.",
+        ),
+    ] = True,
 ) -> None:
     """Global options (also read from environment variables)."""
-    ctx.obj = Settings(home, qdrant_url, api_key)
+    ctx.obj = Settings(home, qdrant_url, api_key, grpc)
 
 
 def handles_errors(command: F) -> F:
@@ -124,17 +149,31 @@ def read_sources(
     image_column: str | None = None,
     text_column: str | None = None,
     label_column: str | None = None,
+    **options: Any,
 ) -> Iterator[Item | Skipped]:
+    """The records of every source, one after the other. Options left None are not given to
+    the readers; an option a format does not take is a bad run."""
     from ..corpus.readers import read_corpus
 
-    options = {
-        "image_column": image_column,
-        "text_column": text_column,
-        "label_column": label_column,
-    }
+    options.update(image_column=image_column, text_column=text_column, label_column=label_column)
     # opened eagerly so a missing source or bad format fails before any work starts
     streams = [read_corpus(source, format, **options) for source in sources]
     return itertools.chain.from_iterable(streams)
+
+
+def in_shard(records: Iterable[Item | Skipped], shard: str | None) -> Iterator[Item | Skipped]:
+    """The slice `I/N` of the records (by a hash of each item's point id): N machines given
+    0/N … N-1/N ingest disjoint parts that together are the whole corpus."""
+    if shard is None:
+        yield from records
+        return
+    index, _, count = shard.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise JointspaceError(f"--shard {shard!r} is not I/N with 0 <= I < N (e.g. 0/4).")
+    for record in records:
+        key = record.point_id if isinstance(record, Item) else f"{record.source}\x00{record.key}"
+        if int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % int(count) == int(index):
+            yield record
 
 
 def only_split(records: Iterable[Item | Skipped], split: str) -> Iterator[Item | Skipped]:

@@ -120,7 +120,7 @@ def run_ingest(
     ensure_collection(store, collection, card)
     if not refresh:
         records = _not_stored(records, store, collection, report)
-    with ErrorsFile(errors_path) as errors:
+    with ErrorsFile(errors_path) as errors, store.bulk(collection):
         try:
             for batch in encode_items(records, backbone, cache, batch_size, workers):
                 encoded = [e for e in batch if isinstance(e, EncodedItem)]
