@@ -38,7 +38,7 @@ class TrainConfig:
     patience: int = 12
     corrupt: float = 0.3
     query_noise: float = 0.3
-    gate_supervision: float = 4.0
+    gate_supervision: float = 1.0
     seed: int = 0
 
     def to_dict(self) -> dict:
