@@ -77,15 +77,11 @@ def query(
         print_json({"results": results})
         return
     table = Table(title=f"{target} results in '{collection}'")
-    for column in ("#", "score", "text", "image", "labels"):
+    # the item key (e.g. animals/birds/penguin.png) says more in a narrow terminal than the
+    # image's absolute path, which --json gives in full
+    for column in ("#", "score", "text", "item"):
         table.add_column(column, justify="right" if column in ("#", "score") else "left")
     for rank, result in enumerate(results, 1):
-        labels = result["payload"].get("labels") or []
-        table.add_row(
-            str(rank),
-            f"{result['score']:.3f}",
-            result["text"] or "",
-            result["image"] or "",
-            labels[-1] if labels else "",
-        )
+        item = result["payload"].get("key") or result["image"] or ""
+        table.add_row(str(rank), f"{result['score']:.3f}", result["text"] or "", item)
     stdout.print(table)
