@@ -164,7 +164,7 @@ def ingest(
                 target,
                 encoder.model,
                 encoder.card,
-                encoder.backbone,
+                lambda: encoder.backbone,
                 cache,
                 errors_path,
                 refresh=refresh,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -104,7 +105,7 @@ def run_ingest(
     collection: str,
     model: GatedEncoder,
     card: ModelCard,
-    backbone: Backbone,
+    load_backbone: Callable[[], Backbone],
     cache: FeatureCache,
     errors_path: Path,
     refresh: bool = False,
@@ -122,7 +123,7 @@ def run_ingest(
         records = _not_stored(records, store, collection, report)
     with ErrorsFile(errors_path) as errors, store.bulk(collection):
         try:
-            for batch in encode_items(records, backbone, cache, batch_size, workers):
+            for batch in _encoded(records, load_backbone, cache, batch_size, workers):
                 encoded = [e for e in batch if isinstance(e, EncodedItem)]
                 for skipped in (e for e in batch if isinstance(e, Skipped)):
                     errors.write(skipped)
@@ -139,6 +140,23 @@ def run_ingest(
             report.errors_file = str(errors_path) if errors.count else None
             report.seconds = time.perf_counter() - started
     return report
+
+
+def _encoded(
+    records: Iterable[Item | Skipped],
+    load_backbone: Callable[[], Backbone],
+    cache: FeatureCache,
+    batch_size: int,
+    workers: int,
+) -> Iterator[list[EncodedItem | Skipped]]:
+    """Encoded batches; the backbone is loaded only if something is left to encode, so a
+    re-run over a fully stored corpus costs the reading and the id lookups alone."""
+    records = iter(records)
+    first = next(records, None)
+    if first is None:
+        return
+    backbone = load_backbone()
+    yield from encode_items(itertools.chain([first], records), backbone, cache, batch_size, workers)
 
 
 def _embed(model: GatedEncoder, encoded: list[EncodedItem]) -> list[Point]:
