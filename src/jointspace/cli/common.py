@@ -21,6 +21,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import Progress
 from rich.table import Table
 
 from ..corpus.item import Item, Skipped
@@ -185,7 +186,8 @@ def only_split(records: Iterable[Item | Skipped], split: str) -> Iterator[Item |
             yield record
 
 
-def progress_bar(quiet: bool, description: str, total: int | None = None):
+def progress_bar(quiet: bool) -> Progress:
+    """Progress bars on stderr; off with --quiet or when stderr is not a terminal."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

@@ -111,7 +111,7 @@ def evaluate(
         return
     from ..query.evaluate import evaluate_model
 
-    with progress_bar(quiet, "eval") as progress:
+    with progress_bar(quiet) as progress:
         task = progress.add_task("features", total=count_hint(sources), info="")
         result = evaluate_model(
             records,
@@ -148,7 +148,7 @@ def _compare(
     from ..query.compare import compare_on_corpus
     from ..query.report import comparison_document, write_report
 
-    with progress_bar(quiet, "compare") as progress:
+    with progress_bar(quiet) as progress:
         items = progress.add_task("features", total=count_hint(sources), info="")
         steps = progress.add_task("variants", total=None, info="")
 

@@ -146,7 +146,7 @@ def ingest(
         errors_path = errors_file or settings.home / "logs" / f"{collection}-{stamp}.errors.jsonl"
         total = None if limit is not None or split != "all" else count_hint(sources)
         logged = [time.monotonic()]
-        with progress_bar(quiet, "ingest") as progress:
+        with progress_bar(quiet) as progress:
             task = progress.add_task("ingest", total=total, info="")
 
             def on_batch(report) -> None:

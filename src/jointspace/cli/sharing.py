@@ -59,7 +59,7 @@ def _copy(
     ):
         source, target = (embedded, server) if publish else (server, embedded)
         total = source.count(collection)
-        with progress_bar(quiet, "copy") as progress:
+        with progress_bar(quiet) as progress:
             task = progress.add_task("publish" if publish else "pull", total=total, info="")
             copied = copy_collection(
                 source,

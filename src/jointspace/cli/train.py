@@ -72,7 +72,7 @@ def train(
     settings: Settings = ctx.obj
     records = read_sources(sources, format, image_column, text_column, label_column)
     config = TrainConfig(epochs=epochs, loss=loss, margin=margin, corrupt=corrupt, seed=seed)
-    with progress_bar(quiet, "train") as progress:
+    with progress_bar(quiet) as progress:
         features_task = progress.add_task("features", total=count_hint(sources), info="")
         epochs_task = progress.add_task("epochs", total=epochs, info="", visible=False)
 
@@ -86,7 +86,7 @@ def train(
                 advance=1,
                 info=f"loss {record.loss:.3f} val rsum {record.val_rsum:.2f}",
             )
-            if (quiet or not stderr.is_terminal) and not quiet:
+            if not quiet and not stderr.is_terminal:  # no bar: a line per epoch
                 stderr.print(
                     f"epoch {record.epoch}: loss {record.loss:.4f} val rsum {record.val_rsum:.3f}",
                     highlight=False,

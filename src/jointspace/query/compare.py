@@ -36,7 +36,6 @@ from .evaluate import (
     with_corrupted_units,
 )
 
-FIXED_FUSION_VARIANTS = ("nogate", "weighted", "concat")
 WEIGHT_GRID = tuple(round(w, 1) for w in np.arange(0.1, 1.0, 0.1))
 
 
