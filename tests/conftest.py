@@ -1,20 +1,25 @@
 """Shared fixtures for the command-line tests: a small real corpus of Tux Paint stamps and one
 model trained on it through the CLI, once per session, under a session JOINTSPACE_HOME (so the
-feature cache is shared by every test that runs the real backbone)."""
+feature cache is shared by every test that runs the real backbone). And the store tests'
+backends: Qdrant Edge, qdrant-client's local mode, and a real server when QDRANT_URL is set."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+
+from jointspace.store.base import Point, Store
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 NO_STAMPS = (
@@ -79,6 +84,21 @@ def invoke(args: Sequence[str | Path], home: Path, input: str | None = None):
         catch_exceptions=False,
         prog_name="jointspace",
     )
+
+
+def assert_bad_run(proc, *expected: str) -> str:
+    """Exit 1, nothing on stdout, one line on stderr that says what went wrong."""
+    err = proc.stderr
+    assert "Traceback" not in err, err
+    assert proc.returncode == 1, f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {err}"
+    assert proc.stdout == "", proc.stdout
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
+    line = lines[0]
+    assert line.startswith("Error: "), line
+    for text in expected:
+        assert text in line, f"{text!r} not in {line!r}"
+    return line
 
 
 def json_stdout(proc: subprocess.CompletedProcess[str] | object) -> dict:
@@ -152,3 +172,133 @@ def other_model(session: Session, tmp_path_factory: pytest.TempPathFactory) -> P
     other = save_model(directory, model, card.backbone, card.training)
     assert other.model_id != card.model_id
     return directory
+
+
+# -- a tiny random open_clip backbone (seconds, not minutes) --------------------------------
+
+TINY = "jointspace-test-tiny-vit"
+TINY_OTHER = "jointspace-test-tiny-vit-48"
+EMBED_DIM = 32
+
+
+def _tiny_config(image_size: int) -> dict:
+    return {
+        "embed_dim": EMBED_DIM,
+        "vision_cfg": {"image_size": image_size, "layers": 1, "width": 64, "patch_size": 16},
+        "text_cfg": {
+            "context_length": 77,
+            "vocab_size": 49408,
+            "width": 64,
+            "heads": 2,
+            "layers": 1,
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_configs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Register two tiny open_clip model configs (32 px and 48 px images)."""
+    folder = tmp_path_factory.mktemp("open_clip_configs")
+    (folder / f"{TINY}.json").write_text(json.dumps(_tiny_config(32)))
+    (folder / f"{TINY_OTHER}.json").write_text(json.dumps(_tiny_config(48)))
+    import open_clip
+
+    open_clip.add_model_config(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_configs: None):
+    """A tiny random open_clip backbone (32-d image and text features)."""
+    from jointspace.pipeline.backbone import Backbone
+
+    return Backbone(f"{TINY}:random")
+
+
+# -- store backends ------------------------------------------------------------------------------
+
+QDRANT_URL = os.environ.get("QDRANT_URL")
+QDRANT_API_KEY = os.environ.get("QDRANT_API_KEY")
+DIMS = {"unit": 4, "image": 4, "text": 4}
+
+
+@dataclass
+class Backend:
+    """How to (re)open one backend's store, and a collection name unique to this test."""
+
+    kind: str
+    open: Callable[[], Store]
+    name: str
+
+
+def server_store() -> Store:
+    """A store on the real server at QDRANT_URL."""
+    from jointspace.store import ServerOptions
+    from jointspace.store.server import ServerStore
+
+    return ServerStore.connect(QDRANT_URL, ServerOptions(api_key=QDRANT_API_KEY))
+
+
+@pytest.fixture(
+    params=[
+        "edge",
+        "local",
+        pytest.param(
+            "server",
+            marks=pytest.mark.skipif(
+                not QDRANT_URL, reason="set QDRANT_URL (and QDRANT_API_KEY) to test a real server"
+            ),
+        ),
+    ]
+)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Each store backend in turn: Edge on a temporary folder, qdrant-client's local mode as the
+    server stand-in, and the server at QDRANT_URL when it is set."""
+    from jointspace.store.edge import EdgeStore
+    from jointspace.store.server import ServerStore
+
+    kind = request.param
+    if kind == "edge":
+        yield Backend(kind, lambda: EdgeStore(tmp_path / "home"), "items")
+    elif kind == "local":
+        yield Backend(kind, lambda: ServerStore.local(tmp_path / "qdrant"), "items")
+    else:
+        # A shared server: a unique name, dropped afterwards whatever the test did.
+        name = f"jointspace-test-{uuid.uuid4().hex[:12]}"
+        yield Backend(kind, server_store, name)
+        with server_store() as store:
+            for leftover in store.list_collections():
+                if leftover.startswith(name):
+                    store.drop_collection(leftover)
+
+
+@pytest.fixture
+def store(backend: Backend) -> Iterator[Store]:
+    """The backend's store, open for the test and closed after it."""
+    s = backend.open()
+    yield s
+    s.close()
+
+
+def pid(n: int) -> str:
+    """A deterministic point id, as ingest makes them."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"point-{n}"))
+
+
+def unit_vector(degrees: float) -> list[float]:
+    """A 4-d unit vector at `degrees` from e0 in the (e0, e1) plane: its cosine to e0 is known."""
+    rad = math.radians(degrees)
+    return [math.cos(rad), math.sin(rad), 0.0, 0.0]
+
+
+def point(n: int, degrees: float = 0.0, image: bool = True, **payload: object) -> Point:
+    """Point n (payload {"n": n, ...}) with unit and text vectors, and an image vector unless
+    `image` is false."""
+    vectors = {"unit": unit_vector(degrees), "text": unit_vector(degrees)}
+    if image:
+        vectors["image"] = unit_vector(degrees)
+    return Point(id=pid(n), vectors=vectors, payload={"n": n, **payload})
+
+
+def create(store: Store, name: str, **metadata: object) -> None:
+    """A collection of DIMS vectors that can filter on split and labels."""
+    store.create_collection(name, DIMS, metadata or {"model": "m1"}, ["split", "labels"])

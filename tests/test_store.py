@@ -12,95 +12,22 @@ import sys
 import textwrap
 import threading
 import traceback
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import DIMS, Backend, create, pid, point, unit_vector
 
 import jointspace
 from jointspace.errors import JointspaceError
-from jointspace.store import open_store
-from jointspace.store.base import Point, Store
+from jointspace.store import ServerOptions, open_store
+from jointspace.store.base import Store
 from jointspace.store.edge import EdgeStore
 from jointspace.store.server import ServerStore
 
-QDRANT_URL = os.environ.get("QDRANT_URL")
-QDRANT_API_KEY = os.environ.get("QDRANT_API_KEY")
-DIMS = {"unit": 4, "image": 4, "text": 4}
 SRC_DIR = str(Path(jointspace.__file__).resolve().parents[1])
-
-
-@dataclass
-class Backend:
-    """How to (re)open one backend's store, and a collection name unique to this test."""
-
-    kind: str
-    open: Callable[[], Store]
-    name: str
-
-
-def _server_store() -> Store:
-    return ServerStore.connect(QDRANT_URL, QDRANT_API_KEY)
-
-
-@pytest.fixture(
-    params=[
-        "edge",
-        "local",
-        pytest.param(
-            "server",
-            marks=pytest.mark.skipif(
-                not QDRANT_URL, reason="set QDRANT_URL (and QDRANT_API_KEY) to test a real server"
-            ),
-        ),
-    ]
-)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    kind = request.param
-    if kind == "edge":
-        yield Backend(kind, lambda: EdgeStore(tmp_path / "home"), "items")
-    elif kind == "local":
-        yield Backend(kind, lambda: ServerStore.connect(path=tmp_path / "qdrant"), "items")
-    else:
-        # A shared server: a unique name, dropped afterwards whatever the test did.
-        name = f"jointspace-test-{uuid.uuid4().hex[:12]}"
-        yield Backend(kind, _server_store, name)
-        with _server_store() as store:
-            for leftover in store.list_collections():
-                if leftover.startswith(name):
-                    store.drop_collection(leftover)
-
-
-@pytest.fixture
-def store(backend: Backend) -> Iterator[Store]:
-    s = backend.open()
-    yield s
-    s.close()
-
-
-def pid(n: int) -> str:
-    """A deterministic point id, as ingest makes them."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"point-{n}"))
-
-
-def unit_vector(degrees: float) -> list[float]:
-    """A 4-d unit vector at `degrees` from e0 in the (e0, e1) plane: its cosine to e0 is known."""
-    rad = math.radians(degrees)
-    return [math.cos(rad), math.sin(rad), 0.0, 0.0]
-
-
-def point(n: int, degrees: float = 0.0, image: bool = True, **payload: object) -> Point:
-    vectors = {"unit": unit_vector(degrees), "text": unit_vector(degrees)}
-    if image:
-        vectors["image"] = unit_vector(degrees)
-    return Point(id=pid(n), vectors=vectors, payload={"n": n, **payload})
-
-
-def create(store: Store, name: str, **metadata: object) -> None:
-    store.create_collection(name, DIMS, metadata or {"model": "m1"}, ["split", "labels"])
+FILTERABLE = {"split": "keyword", "labels": "keyword"}  # what conftest's create() records
 
 
 # -- collections ---------------------------------------------------------------------------------
@@ -114,7 +41,7 @@ def test_create_has_list_info_drop(store: Store, backend: Backend) -> None:
     assert name in store.list_collections()
     info = store.info(name)
     assert (info.name, info.points, dict(info.vectors)) == (name, 0, DIMS)
-    assert info.metadata == {"model": "m1", "dim": 4}
+    assert info.metadata == {"model": "m1", "dim": 4, "filterable": FILTERABLE}
     store.drop_collection(name)
     assert not store.has_collection(name)
     assert name not in store.list_collections()
@@ -249,13 +176,16 @@ def test_metadata_round_trip_survives_reopen(backend: Backend) -> None:
         store.upsert(backend.name, [point(1), point(2, image=False)])
     with backend.open() as store:
         info = store.info(backend.name)
-        assert info.metadata == metadata
+        assert info.metadata == {**metadata, "filterable": {"labels": "keyword"}}
         assert info.points == 2
         assert dict(info.vectors) == DIMS
-        # set_metadata replaces: keys left out are gone.
-        store.set_metadata(backend.name, {"model": "m2"})
+        # set_metadata replaces: keys left out are gone, except the store's filterable record.
+        store.set_metadata(backend.name, {"model": "m2", "filterable": {"n": "integer"}})
     with backend.open() as store:
-        assert store.info(backend.name).metadata == {"model": "m2"}
+        assert store.info(backend.name).metadata == {
+            "model": "m2",
+            "filterable": {"labels": "keyword"},
+        }
         assert store.search(backend.name, "image", unit_vector(0), 5)[0].id == pid(1)
 
 
@@ -346,8 +276,8 @@ def test_edge_interrupted_create_is_cleaned_up(tmp_path: Path) -> None:
 
 
 def test_local_mode_folder_in_use(tmp_path: Path) -> None:
-    with ServerStore.connect(path=tmp_path), pytest.raises(JointspaceError, match="in use"):
-        ServerStore.connect(path=tmp_path)
+    with ServerStore.local(tmp_path), pytest.raises(JointspaceError, match="in use"):
+        ServerStore.local(tmp_path)
 
 
 # -- server connection errors --------------------------------------------------------------------
@@ -362,7 +292,7 @@ def _full_text(exc: BaseException) -> str:
 
 def test_unreachable_server(caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(JointspaceError, match="Cannot reach the Qdrant server at") as err:
-        open_store(url="http://127.0.0.1:9", api_key=SECRET)
+        open_store(url="http://127.0.0.1:9", options=ServerOptions(api_key=SECRET))
     assert "http://127.0.0.1:9" in str(err.value)
     assert "docker compose up -d" in str(err.value)
     assert SECRET not in _full_text(err.value)
@@ -407,7 +337,7 @@ def test_server_answering_with_an_error(
     http_answering: str, message: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with pytest.raises(JointspaceError, match=message) as err:
-        ServerStore.connect(http_answering, SECRET)
+        ServerStore.connect(http_answering, ServerOptions(api_key=SECRET))
     assert http_answering in str(err.value)
     assert SECRET not in _full_text(err.value)
     assert SECRET not in caplog.text
@@ -454,7 +384,7 @@ def test_alias_resolves_and_switches(store: Store, backend: Backend) -> None:
     assert store.has_collection(alias)
     assert alias not in store.list_collections()  # an alias is not a collection
     assert store.count(alias) == 3
-    assert store.info(alias).metadata == {"model": "m1"}
+    assert store.info(alias).metadata == {"model": "m1", "filterable": FILTERABLE}
     assert store.existing_ids(alias, [pid(1), pid(11)]) == {pid(1)}
 
     store.set_alias(alias, second)  # the switch
@@ -465,7 +395,7 @@ def test_alias_resolves_and_switches(store: Store, backend: Backend) -> None:
     store.upsert(alias, [point(20)])  # writes through an alias land in its collection
     assert store.count(second) == 6
     store.set_metadata(alias, {"model": "m2b"})
-    assert store.info(second).metadata == {"model": "m2b"}
+    assert store.info(second).metadata == {"model": "m2b", "filterable": FILTERABLE}
 
     store.set_alias(alias, second)  # pointing it where it points already changes nothing
     store.delete_alias(alias)

@@ -30,15 +30,11 @@ from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from jointspace.errors import JointspaceError
+from jointspace.store import ServerOptions, open_store
 from jointspace.store.base import Point
 from jointspace.store.retry import GaveUp, RetryPolicy, call_with_retries
-from jointspace.store.server import (
-    DEFAULT_INDEXING_THRESHOLD_KB,
-    ServerOptions,
-    ServerStore,
-    is_transient,
-    version_gap,
-)
+from jointspace.store.server import DEFAULT_INDEXING_THRESHOLD_KB, ServerStore
+from jointspace.store.server_connection import ServerConnection, is_transient, version_gap
 
 DIMS = {"unit": 4, "image": 4, "text": 4}
 SECRET = "s3cr3t-api-key-do-not-print"
@@ -183,6 +179,13 @@ def from_call(first: int, kind: Callable[[], Exception]) -> Plan:
     return lambda n, kwargs: (kind(), False) if n >= first else None
 
 
+def over(
+    client: Any, options: ServerOptions | None = None, where: str = "the Qdrant server"
+) -> ServerStore:
+    """A ServerStore over `client` (a real or flaky QdrantClient), as connect() would make it."""
+    return ServerStore(ServerConnection(client, where, options))
+
+
 class Sleeps(list):
     """A RetryPolicy.sleep that records instead of sleeping."""
 
@@ -200,9 +203,10 @@ def open_flaky(
 ) -> tuple[ServerStore, FlakyClient]:
     client = FlakyClient(QdrantClient(location=location), plans)
     policy = RetryPolicy(attempts=attempts, base_delay=0.01, max_delay=0.08, sleep=sleeps)
-    options = ServerOptions(batch_size=50, parallel=parallel, retry=policy)
-    store = ServerStore(client, where="the Qdrant server at http://qdrant:6333", options=options)  # type: ignore[arg-type]
-    store._api_key = SECRET  # as connect() sets it: to be scrubbed from every message
+    # The key, as connect() would have it: to be scrubbed from every message.
+    options = ServerOptions(api_key=SECRET, batch_size=50, parallel=parallel, retry=policy)
+    where = "the Qdrant server at http://qdrant:6333"
+    store = over(client, options, where)
     store.create_collection("items", DIMS, {"model": "m1"}, ["split"])
     return store, client
 
@@ -271,7 +275,7 @@ def test_real_backoff_with_a_tiny_base() -> None:
     """The one test that really sleeps: 1 ms base, so the whole run costs milliseconds."""
     client = FlakyClient(QdrantClient(location=":memory:"), {})
     policy = RetryPolicy(attempts=5, base_delay=0.001, max_delay=0.004)
-    store = ServerStore(client, options=ServerOptions(batch_size=50, retry=policy))  # type: ignore[arg-type]
+    store = over(client, ServerOptions(batch_size=50, retry=policy))
     store.create_collection("items", DIMS, {"model": "m1"})
     client.plans["upsert"] = every_third([read_timeout, unavailable_503])
     store.upsert("items", points(300))
@@ -427,7 +431,7 @@ class Recording(FlakyClient):
 
 def test_shards_and_replicas_reach_create_collection() -> None:
     client = Recording(QdrantClient(location=":memory:"))
-    store = ServerStore(client, options=ServerOptions(shards=3, replicas=2))  # type: ignore[arg-type]
+    store = over(client, ServerOptions(shards=3, replicas=2))
     store.create_collection("items", DIMS, {"model": "m1"})
     (_, kwargs), *_ = [c for c in client.kwargs if c[0] == "create_collection"]
     assert kwargs["shard_number"] == 3 and kwargs["replication_factor"] == 2
@@ -437,7 +441,7 @@ def test_shards_and_replicas_reach_create_collection() -> None:
 
 def test_default_sharding_is_left_to_the_server() -> None:
     client = Recording(QdrantClient(location=":memory:"))
-    ServerStore(client).create_collection("items", DIMS, {"model": "m1"})  # type: ignore[arg-type]
+    over(client).create_collection("items", DIMS, {"model": "m1"})
     (_, kwargs), *_ = [c for c in client.kwargs if c[0] == "create_collection"]
     assert "shard_number" not in kwargs and "replication_factor" not in kwargs
 
@@ -452,7 +456,7 @@ def _thresholds(client: Recording) -> list[int]:
 
 def test_bulk_switches_indexing_off_and_restores_it() -> None:
     client = Recording(QdrantClient(location=":memory:"))
-    store = ServerStore(client, options=ServerOptions(batch_size=50))  # type: ignore[arg-type]
+    store = over(client, ServerOptions(batch_size=50))
     store.create_collection("items", DIMS, {"model": "m1"})
     store.set_alias("live", "items")
     with store.bulk("live"):  # through an alias: the collection's settings change
@@ -467,7 +471,7 @@ def test_bulk_switches_indexing_off_and_restores_it() -> None:
 
 def test_bulk_indexing_is_restored_when_the_upload_fails() -> None:
     client = Recording(QdrantClient(location=":memory:"))
-    store = ServerStore(client)  # type: ignore[arg-type]
+    store = over(client)
     store.create_collection("items", DIMS, {"model": "m1"})
     with pytest.raises(RuntimeError), store.bulk("items"):
         raise RuntimeError("the ingest broke")
@@ -475,7 +479,7 @@ def test_bulk_indexing_is_restored_when_the_upload_fails() -> None:
 
 
 def test_local_mode_never_uploads_in_parallel(tmp_path: Path) -> None:
-    with ServerStore.connect(path=tmp_path, parallel=8, batch_size=20) as store:
+    with ServerStore.local(tmp_path, ServerOptions(parallel=8, batch_size=20)) as store:
         assert isinstance(store, ServerStore) and store.options.parallel == 1
         store.create_collection("items", DIMS, {"model": "m1"})
         store.upsert("items", points(100))  # 5 requests, from this thread (SQLite insists)
@@ -535,7 +539,7 @@ def fake_qdrant(request: pytest.FixtureRequest) -> Iterator[tuple[str, type[Fake
 
 def _connect(url: str) -> ServerStore:
     policy = RetryPolicy(base_delay=0.001, max_delay=0.002)
-    return ServerStore.connect(url, SECRET, retry=policy)
+    return ServerStore.connect(url, ServerOptions(api_key=SECRET, retry=policy))
 
 
 @pytest.mark.parametrize(
@@ -607,3 +611,31 @@ def test_version_gap() -> None:
     assert version_gap("1.20.0", "v1.18.2") == (0, 2)
     assert version_gap("1.20.0", "2.0.0") == (1, 0)
     assert version_gap("1.20.0", "dev") is None
+
+
+# -- options ---------------------------------------------------------------------------------------
+
+
+def test_server_options_hide_the_key_and_check_their_values() -> None:
+    options = ServerOptions(api_key=SECRET, timeout=5, shards=2)
+    assert SECRET not in repr(options) and "timeout=5" in repr(options)
+    for bad in ({"shards": 0}, {"replicas": 0}, {"batch_size": 0}, {"parallel": 0}, {"timeout": 0}):
+        with pytest.raises(JointspaceError, match="at least 1|positive"):
+            ServerOptions(**bad)
+
+
+@pytest.mark.parametrize("fake_qdrant", [("1.20.0", lambda n: "ok")], indirect=True)
+def test_open_store_passes_the_options(fake_qdrant: tuple[str, type[FakeQdrant]]) -> None:
+    url, handler = fake_qdrant
+    options = ServerOptions(api_key=SECRET, prefer_grpc=False, timeout=7, batch_size=64)
+    with open_store(home=Path("unused"), url=url, options=options) as store:
+        assert isinstance(store, ServerStore)
+        assert store.options is options and store.where == f"the Qdrant server at {url}"
+        assert store.server_version == "1.20.0"
+    assert handler.served["/collections"] == 1  # the probe
+
+
+def test_local_mode_has_no_snapshots_nor_parallel_uploads(tmp_path: Path) -> None:
+    with ServerStore.local(tmp_path, ServerOptions(parallel=4)) as store:
+        assert store.options.parallel == 1 and store.supports_snapshots is False
+        assert store.where == f"the local Qdrant folder {tmp_path}"

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_store import Backend, backend, create, point, store  # noqa: F401 - shared fixtures
+from conftest import Backend, create, point
 
 from jointspace.errors import JointspaceError
-from jointspace.store.base import Store
+from jointspace.store import open_store
+from jointspace.store.base import Snapshot, Store
 from jointspace.store.edge import EdgeStore
 from jointspace.store.server import ServerStore
 from jointspace.store.transfer import copy_collection
@@ -52,7 +53,7 @@ def test_swap_refuses_to_shadow_a_plain_collection(store: Store, backend: Backen
 def test_copy_between_embedded_and_server_is_complete_and_resumable(
     tmp_path: Path, direction: str
 ) -> None:
-    edge, server = EdgeStore(tmp_path / "home"), ServerStore.connect(path=tmp_path / "qdrant")
+    edge, server = EdgeStore(tmp_path / "home"), ServerStore.local(tmp_path / "qdrant")
     source, target = (edge, server) if direction == "publish" else (server, edge)
     try:
         _fill(source, "stamps", 600)
@@ -87,7 +88,29 @@ def test_copy_refuses_a_target_embedded_by_another_model(tmp_path: Path) -> None
 
 
 def test_snapshots_need_a_server(tmp_path: Path) -> None:
-    with ServerStore.connect(path=tmp_path / "qdrant") as local:
+    with ServerStore.local(tmp_path / "qdrant") as local:
+        assert local.supports_snapshots is False
         _fill(local, "stamps", 2)
         with pytest.raises(JointspaceError, match="need a Qdrant server"):
             local.create_snapshot("stamps")
+
+
+def test_snapshots_are_a_capability_of_the_store(tmp_path: Path) -> None:
+    """The embedded store says in one sentence what to do instead; a server store says it can."""
+    assert ServerStore.supports_snapshots is True
+    with open_store(home=tmp_path) as embedded:
+        assert isinstance(embedded, EdgeStore) and embedded.supports_snapshots is False
+        _fill(embedded, "stamps", 2)
+        calls = [
+            lambda: embedded.create_snapshot("stamps"),
+            lambda: embedded.list_snapshots("stamps"),
+            lambda: embedded.restore_snapshot("stamps", "stamps-1.snapshot"),
+        ]
+        for call in calls:
+            with pytest.raises(JointspaceError) as err:
+                call()
+            assert str(err.value) == (
+                "Snapshots are for server collections: set --qdrant-url or QDRANT_URL (the "
+                "embedded store is a folder; back up --home instead)."
+            )
+    assert Snapshot("s", 3, "2025-01-01") == Snapshot(name="s", size=3, created="2025-01-01")

@@ -1,33 +1,52 @@
-"""Qdrant access: one interface (`Store`), an embedded backend and a server backend."""
+"""Qdrant access: one interface (`Store`), an embedded backend and a server backend.
+
+`open_store` picks the backend, once: the server backend (`ServerStore`, qdrant-client) when
+given a URL, else the embedded one (`EdgeStore`, Qdrant Edge) under a home folder.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from jointspace.store.base import VECTOR_NAMES, CollectionInfo, Hit, Point, Store
+from jointspace.store.base import VECTOR_NAMES, CollectionInfo, Hit, Point, Snapshot, Store
+from jointspace.store.filters import Where, parse_conditions
+from jointspace.store.options import ServerOptions
 from jointspace.store.retry import RetryPolicy
 
-__all__ = ["VECTOR_NAMES", "CollectionInfo", "Hit", "Point", "RetryPolicy", "Store", "open_store"]
+__all__ = [
+    "DEFAULT_HOME",
+    "VECTOR_NAMES",
+    "CollectionInfo",
+    "Hit",
+    "Point",
+    "RetryPolicy",
+    "ServerOptions",
+    "Snapshot",
+    "Store",
+    "Where",
+    "open_store",
+    "parse_conditions",
+]
 
 DEFAULT_HOME = Path("jointspace-data")
 
 
 def open_store(
-    home: Path | None = None,
+    home: Path | str | None = None,
     url: str | None = None,
-    api_key: str | None = None,
-    **server_options: Any,
+    options: ServerOptions | None = None,
+    owner: str | None = None,
 ) -> Store:
-    """The server backend when `url` is given (checked to answer, to accept `api_key` and to run
-    a compatible version), else the embedded Qdrant Edge backend under `home` (default
-    ./jointspace-data). `server_options` go to ServerStore.connect (shards, replicas,
-    batch_size, parallel, retry, prefer_grpc, timeout) and are ignored for Edge."""
+    """The server backend when `url` is given (checked to answer, to accept
+    `options.api_key` and to run a compatible version; `options` also tune it), else the
+    embedded Qdrant Edge backend under `home` (default ./jointspace-data), for which `options`
+    mean nothing. `owner` names this process in the embedded store's collection locks (what a
+    refused process is told is holding a collection)."""
     # Imported here so that importing jointspace.store loads neither Qdrant library.
     if url:
         from jointspace.store.server import ServerStore
 
-        return ServerStore.connect(url, api_key, **server_options)
+        return ServerStore.connect(url, options)
     from jointspace.store.edge import EdgeStore
 
-    return EdgeStore(home if home is not None else DEFAULT_HOME)
+    return EdgeStore(Path(home) if home is not None else DEFAULT_HOME, owner=owner)

@@ -7,7 +7,10 @@ backend only overrides what it can do better:
 - aliases, for zero-downtime re-ingest (ingest into a new collection, then switch an alias that
   readers use): `list_aliases`, `resolve`, `set_alias`, `delete_alias`. The defaults describe a
   backend without aliases: none exist, every name is a collection, and creating one raises a
-  JointspaceError.
+  JointspaceError;
+- snapshots, where `supports_snapshots` is true (a Qdrant server): `create_snapshot`,
+  `list_snapshots`, `restore_snapshot`. The defaults raise a JointspaceError that says to
+  back up the embedded store's folder instead.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jointspace.errors import JointspaceError
+from jointspace.store.filters import FieldKind, WhereLike
 
 VECTOR_NAMES = ("unit", "image", "text")
 
@@ -45,18 +49,39 @@ class Hit:
 @dataclass(frozen=True)
 class CollectionInfo:
     """What a collection holds: its point count, vector names and dims, and jointspace metadata
-    (which model embedded it, etc.)."""
+    (which model embedded it, etc.). `state` is "ready", "busy" (another process holds it) or
+    "broken" (it cannot be read); `detail` says why when it is not ready, and `points` is then
+    None (unknown), as are `vectors` and `metadata` ({}) when they cannot be read."""
 
     name: str
-    points: int
+    points: int | None
     vectors: Mapping[str, int]
     metadata: Mapping[str, Any]
+    state: str = "ready"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A snapshot file of a collection on one server node."""
+
+    name: str
+    size: int
+    created: str
+
+
+_NO_SNAPSHOTS = (
+    "Snapshots are for server collections: set --qdrant-url or QDRANT_URL (the embedded store "
+    "is a folder; back up --home instead)."
+)
 
 
 class Store(ABC):
-    """A Qdrant store. Every collection has the named cosine vectors of `vectors` and keyword
-    payload indexes; `where` filters are exact matches on payload keys (a list-valued field
-    matches when any element equals the value)."""
+    """A Qdrant store. Every collection has the named cosine vectors of `vectors` and a payload
+    index per filterable field, which its metadata records (`filters.FILTERABLE_KEY`); a
+    `where` (see store/filters.py) may name only those fields."""
+
+    supports_snapshots: bool = False
 
     @abstractmethod
     def create_collection(
@@ -65,8 +90,12 @@ class Store(ABC):
         vectors: Mapping[str, int],
         metadata: Mapping[str, Any],
         keyword_fields: Sequence[str] = (),
+        fields: Mapping[str, FieldKind] | None = None,
     ) -> None:
-        """Create the collection; raises JointspaceError if it already exists."""
+        """Create the collection; raises JointspaceError if it already exists. Its filterable
+        fields, indexed and recorded in its metadata under "filterable" (key -> kind), are
+        `keyword_fields` (kind "keyword"), `fields` ("keyword", "integer", "float" or "bool")
+        and those that `metadata` already records (a copied collection's)."""
 
     @abstractmethod
     def has_collection(self, name: str) -> bool:
@@ -80,6 +109,27 @@ class Store(ABC):
     def info(self, name: str) -> CollectionInfo:
         """Point count, vector dims and metadata; raises JointspaceError if there is no such
         collection."""
+
+    def list_infos(self) -> list[CollectionInfo]:
+        """The info of every collection, sorted by name, even when some cannot be read: such a
+        collection comes back with state "broken" (or "busy", where a backend can tell) and the
+        reason in `detail`, instead of failing the whole listing."""
+        infos = []
+        for name in self.list_collections():
+            try:
+                infos.append(self.info(name))
+            except JointspaceError as exc:
+                infos.append(
+                    CollectionInfo(
+                        name=name,
+                        points=None,
+                        vectors={},
+                        metadata={},
+                        state="broken",
+                        detail=str(exc),
+                    )
+                )
+        return infos
 
     @abstractmethod
     def set_metadata(self, name: str, metadata: Mapping[str, Any]) -> None:
@@ -108,10 +158,15 @@ class Store(ABC):
         vector_name: str,
         vector: Sequence[float],
         k: int,
-        where: Mapping[str, str] | None = None,
+        where: WhereLike = None,
     ) -> list[Hit]:
-        """The k nearest points by cosine similarity on one named vector, best first; points
-        without that vector are never returned."""
+        """The k nearest points by cosine similarity on one named vector that pass `where`,
+        best first; points without that vector are never returned. `where` maps payload keys
+        to conditions that must all hold: a value (equality; a list-valued field matches when
+        any element equals it), a list (any of), a range {"gte": 200, "lt": 1000} (gt, gte,
+        lt, lte) or {"all": [condition, ...]}; see store/filters.py. Raises JointspaceError
+        for a malformed where or a key the collection cannot filter on (naming those it
+        can)."""
 
     @abstractmethod
     def scroll(self, name: str, batch_size: int = 256) -> Iterator[Point]:
@@ -164,6 +219,35 @@ class Store(ABC):
         raise JointspaceError(
             f"{type(self).__name__} does not support aliases, so there is no alias '{alias}'."
         )
+
+    # -- filterable fields (optional) ----------------------------------------------------------
+
+    def filterable_fields(self, name: str) -> dict[str, str] | None:
+        """The payload fields a `where` may name (key -> kind), as the collection records
+        them; None when it records none (any key is then taken as it is). Default: None."""
+        return None
+
+    # -- snapshots (optional) ------------------------------------------------------------------
+
+    def create_snapshot(self, name: str) -> Snapshot:
+        """Snapshot a collection. Default: raises (no snapshots: see supports_snapshots)."""
+        raise JointspaceError(_NO_SNAPSHOTS)
+
+    def list_snapshots(self, name: str) -> list[Snapshot]:
+        """The collection's snapshots, oldest first. Default: raises (no snapshots)."""
+        raise JointspaceError(_NO_SNAPSHOTS)
+
+    def restore_snapshot(self, name: str, location: str) -> None:
+        """Restore a collection from a snapshot name or URL. Default: raises (no snapshots)."""
+        raise JointspaceError(_NO_SNAPSHOTS)
+
+    # -- points by id (optional) ---------------------------------------------------------------
+
+    def retrieve(self, name: str, ids: Sequence[str]) -> list[Point]:
+        """The stored points among `ids`, with vectors and payload (missing ids are left out).
+        Default: one pass over the collection; backends override it with a lookup by id."""
+        wanted = {str(i) for i in ids}
+        return [point for point in self.scroll(name) if point.id in wanted]
 
     def __enter__(self) -> Store:
         return self

@@ -4,16 +4,30 @@ Layout under the store's home directory::
 
     {home}/collections/{name}/collection.json   vector dims, keyword fields, jointspace metadata
     {home}/collections/{name}/shard/             the Edge shard (segments + WAL)
+    {home}/locks/{name}.lock                     our lock of the collection (see store/lock.py)
     {home}/aliases.json                          alias -> collection (absent: no aliases)
 
 One Edge shard is one collection. Edge keeps no collection metadata, so `collection.json` holds
 it; it is written atomically (temporary file + os.replace) and written last on creation, so a
 directory without it is an unfinished creation, not a collection.
 
-Edge locks a shard's WAL while it is open: a second opener, in this or another process, fails
-with a plain `Exception` whose message contains "WouldBlock". Shards are opened lazily and kept
-open until close(), so a process holding a store holds its collections' locks. Every call that
-writes (create, set_metadata, drop, upsert) goes through the shard, hence through that lock.
+A collection is used by one store (one process) at a time. Edge locks a shard's WAL while it is
+open, but a refused `EdgeShard.load` still touches the files of the shard that another process
+holds, and that used to kill the holder (a running ingest) at its next flush. So every call that
+opens a shard (load, create) or removes one (drop) first takes our own per-collection lock,
+`jointspace.store.lock.CollectionLock` (flock on `{home}/locks/{name}.lock`), and a refused
+process never calls Edge for that collection: it gets one sentence naming the holder's pid,
+command and start time. Shards are opened lazily and kept open, with their locks, until close()
+(or `_release`); a refused opener waits up to 2 s if the holder is only reading (see lock.py).
+`list_infos` reports a held collection as "busy" without waiting and without touching Edge.
+
+Disk space. Edge maps its files, so a full disk kills the process with SIGBUS (no message)
+instead of raising: every write is preceded by a check of the free space (shutil.disk_usage)
+against what Edge was measured to need (create: ~3 MiB plus ~2 MiB per keyword index; an upsert:
+about twice the batch's raw size), with generous margins, and raises one sentence that says how
+much is free and needed; an Edge error that says ENOSPC becomes the same kind of sentence. On
+tmpfs, loading a shard also fills the holes of its pre-sized 32 MiB vector chunk files (reading a
+hole allocates there), so a load on tmpfs first checks that those holes fit.
 
 Aliases. Edge has none, so this module keeps them in `aliases.json`, replaced atomically
 (temporary file + os.replace) under an advisory lock (`.aliases.lock`, so that two processes
@@ -35,6 +49,8 @@ points, see ENVIRONMENT.md), so the store never calls it.
 Edge quirks this module relies on (checked against 0.9.0):
 - a point may lack some named vectors (or all of them); a search on a vector it lacks skips it;
 - MatchValue on a list-valued payload field matches when any element equals the value;
+- MatchValue(True) means MatchValue(1) unless given numpy's bool (see _edge_condition); an
+  integer payload index leaves float values out, so a range misses them (hence typed fields);
 - point ids come back as `uuid.UUID`, cosine vectors come back L2-normalised;
 - every failure is a bare `Exception`; `retrieve` takes `with_payload` positionally.
 """
@@ -42,7 +58,9 @@ Edge quirks this module relies on (checked against 0.9.0):
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -51,6 +69,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import qdrant_edge as qe
 
 try:
@@ -67,15 +86,46 @@ from jointspace.store._common import (
     clean_metadata,
 )
 from jointspace.store.base import CollectionInfo, Hit, Point, Store
+from jointspace.store.filters import (
+    FILTERABLE_KEY,
+    AnyOf,
+    Clause,
+    Either,
+    Equals,
+    FieldKind,
+    Range,
+    Where,
+    WhereLike,
+    filterable_fields,
+    keep_filterable,
+    recorded_fields,
+)
+from jointspace.store.lock import DEFAULT_WAIT_S, READING, WRITING, CollectionBusy, CollectionLock
 
 _META_FILE = "collection.json"
 _ALIASES_FILE = "aliases.json"
 _ALIASES_LOCK = ".aliases.lock"
 _SHARD_DIR = "shard"
 _FORMAT = 1
+_INDEX_SCHEMA = {
+    "keyword": qe.PayloadSchemaType.Keyword,
+    "integer": qe.PayloadSchemaType.Integer,
+    "float": qe.PayloadSchemaType.Float,
+    "bool": qe.PayloadSchemaType.Bool,
+}
 # Serialises alias updates between threads of this process; flock (below) does it between
 # processes. Where fcntl is missing (Windows) only the former protects.
 _ALIAS_THREAD_LOCK = threading.Lock()
+
+# Free space that each kind of write requires (measured with qdrant-edge 0.9 on tmpfs: an empty
+# shard takes ~3 MiB plus ~2 MiB per keyword index; an upsert grows the shard by 1.1-2.2 times
+# the batch's raw size, WAL included). The margins are deliberate: running out means SIGBUS.
+_MiB = 1 << 20
+_CREATE_NEED = 32 * _MiB
+_CREATE_NEED_PER_INDEX = 2 * _MiB
+_UPSERT_NEED = 16 * _MiB
+_UPSERT_FACTOR = 3
+_LOAD_NEED = 4 * _MiB
 
 
 class EdgeStore(Store):
@@ -83,10 +133,19 @@ class EdgeStore(Store):
     time (in one process): the first call that touches its points opens and locks it until
     close(); has_collection and list_collections need no lock."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(
+        self, home: Path, owner: str | None = None, *, wait: float = DEFAULT_WAIT_S
+    ) -> None:
+        """`owner` describes this process to the processes it refuses (default: its command
+        line, shortened); `wait`: how long an opener waits for a collection that another
+        process holds only for reading (see store/lock.py)."""
         self.home = Path(home)
+        self.owner = owner
+        self.wait = wait
         self._shards: dict[str, qe.EdgeShard] = {}
         self._dims: dict[str, dict[str, int]] = {}  # vector dims of open collections
+        self._held: dict[str, CollectionLock] = {}  # our locks of the open collections
+        self._opening: dict[str, threading.Lock] = {}  # one opener per collection at a time
         self._lock = threading.Lock()
         self._closed = False
         # (identity of aliases.json when read, its aliases): re-read only when the file changes.
@@ -98,40 +157,118 @@ class EdgeStore(Store):
         check_name(name)
         return self.home / "collections" / name
 
+    def _no_such(self, name: str) -> JointspaceError:
+        return JointspaceError(
+            f"There is no collection '{name}' in {self.home}; "
+            "list them with `jointspace collections list`."
+        )
+
     def _read_meta(self, name: str) -> dict[str, Any]:
+        """collection.json, checked; a missing one means no such collection, a corrupt one
+        raises one sentence that names the file."""
         path = self._dir(name) / _META_FILE
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            raw = path.read_bytes()
         except FileNotFoundError:
+            raise self._no_such(name) from None
+        except OSError as exc:
             raise JointspaceError(
-                f"There is no collection '{name}' in {self.home}; "
-                "list them with `jointspace collections list`."
+                f"Cannot read the collection file {path} ({exc.strerror or exc}); check its "
+                "permissions."
             ) from None
+        try:
+            meta = json.loads(raw.decode("utf-8"))
+            problem = _meta_problem(meta)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            problem = f"not valid JSON: {exc}"
+        if problem:
+            raise JointspaceError(
+                f"The collection file {path} is corrupt ({problem}); restore it from a backup, "
+                f"or drop the collection (`jointspace collections drop {name}`) and ingest it "
+                "again."
+            )
+        return meta
 
     def _write_meta(self, name: str, meta: Mapping[str, Any]) -> None:
-        _write_json_atomically(self._dir(name) / _META_FILE, meta)
+        try:
+            _write_json_atomically(self._dir(name) / _META_FILE, meta)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _disk_full(self.home, self._dir(name)) from None
+            raise
 
     # -- shards --------------------------------------------------------------------------------
 
-    def _shard(self, name: str) -> qe.EdgeShard:
-        """The open shard of an existing collection, opened (and locked) on first use."""
+    def _shard(self, name: str, wait: float | None = None) -> qe.EdgeShard:
+        """The open shard of an existing collection, opened on first use, after taking our
+        lock of the collection (refused: CollectionBusy, and Edge is never called)."""
         self._check_open()
         with self._lock:
             shard = self._shards.get(name)
-            if shard is None:
-                meta = self._read_meta(name)  # raises the "no such collection" error
-                with self._edge_errors(name):
-                    shard = qe.EdgeShard.load(str(self._dir(name) / _SHARD_DIR))
-                self._shards[name] = shard
-                self._dims[name] = dict(meta["vectors"])
+        if shard is not None:
+            return shard
+        if not self._is_collection(name):
+            raise self._no_such(name)
+        with self._opening_lock(name):
+            with self._lock:
+                shard = self._shards.get(name)
+            if shard is not None:
+                return shard
+            shard, lock, meta = self._open_shard(name, self.wait if wait is None else wait)
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    self._shards[name] = shard
+                    self._dims[name] = dict(meta["vectors"])
+                    self._held[name] = lock
+            if closed:  # close() ran meanwhile (another thread)
+                shard.close()
+                lock.release()
+                self._check_open()
             return shard
 
-    def _release(self, name: str) -> None:
+    def _open_shard(
+        self, name: str, wait: float
+    ) -> tuple[qe.EdgeShard, CollectionLock, dict[str, Any]]:
+        """Take our lock of the collection, then load its shard (the caller keeps both)."""
+        lock = CollectionLock(self.home, name, self.owner)
+        lock.acquire(READING, wait)
+        try:
+            meta = self._read_meta(name)  # checked under the lock: it may have been dropped
+            shard_path = self._dir(name) / _SHARD_DIR
+            _check_space(self.home, shard_path, _load_need(shard_path))
+            with self._edge_errors(name):
+                shard = qe.EdgeShard.load(str(shard_path))
+        except BaseException:
+            lock.release()
+            raise
+        return shard, lock, meta
+
+    def _opening_lock(self, name: str) -> threading.Lock:
         with self._lock:
-            shard = self._shards.pop(name, None)
+            return self._opening.setdefault(name, threading.Lock())
+
+    def _forget(self, name: str) -> tuple[qe.EdgeShard | None, CollectionLock | None]:
+        with self._lock:
             self._dims.pop(name, None)
-        if shard is not None:
-            shard.close()
+            return self._shards.pop(name, None), self._held.pop(name, None)
+
+    def _release(self, name: str) -> None:
+        """Close the collection's shard (if open here), then let go of its lock."""
+        shard, lock = self._forget(name)
+        try:
+            if shard is not None:
+                shard.close()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _mark_writing(self, name: str) -> None:
+        """Tell processes that we refuse that we write (they then stop waiting at once)."""
+        with self._lock:
+            lock = self._held.get(name)
+        if lock is not None:
+            lock.mark(WRITING)
 
     @contextlib.contextmanager
     def _edge_errors(self, name: str) -> Iterator[None]:
@@ -155,9 +292,13 @@ class EdgeStore(Store):
         vectors: Mapping[str, int],
         metadata: Mapping[str, Any],
         keyword_fields: Sequence[str] = (),
+        fields: Mapping[str, FieldKind] | None = None,
     ) -> None:
-        """Create the collection; raises JointspaceError if it already exists."""
+        """Create the collection with a payload index per filterable field (`keyword_fields`,
+        `fields` by kind, and those that `metadata` records, e.g. when copied), recorded in its
+        metadata; raises JointspaceError if it already exists."""
         self._check_open()
+        filterable = filterable_fields(keyword_fields, fields, metadata.get(FILTERABLE_KEY))
         aliases = self.list_aliases()
         if name in aliases:
             raise JointspaceError(
@@ -170,48 +311,57 @@ class EdgeStore(Store):
                 f"name or drop it first (`jointspace collections drop {name}`)."
             )
         shard_path = self._dir(name) / _SHARD_DIR
-        self._remove_unfinished(name)
-        config = qe.EdgeConfig(
-            vectors={
-                vname: qe.EdgeVectorParams(size=int(size), distance=qe.Distance.Cosine)
-                for vname, size in vectors.items()
-            }
-        )
-        with self._edge_errors(name):
-            shard = qe.EdgeShard.create(str(shard_path), config)
+        dims = {vname: int(size) for vname, size in vectors.items()}
+        _check_space(self.home, shard_path, _CREATE_NEED + _CREATE_NEED_PER_INDEX * len(filterable))
+        self._release(name)  # a create that failed in this very store may still hold it
+        with self._opening_lock(name):
+            lock = CollectionLock(self.home, name, self.owner)
+            lock.acquire(WRITING, self.wait)
+            shard = None
+            try:
+                if self._is_collection(name):  # created meanwhile by the process we waited for
+                    raise JointspaceError(
+                        f"A collection named '{name}' already exists in {self.home}; choose "
+                        f"another name or drop it first (`jointspace collections drop {name}`)."
+                    )
+                # What an interrupted create left behind (a shard without collection.json):
+                # nobody else can be using it, we hold its lock.
+                if shard_path.exists():
+                    shutil.rmtree(shard_path)
+                config = qe.EdgeConfig(
+                    vectors={
+                        vname: qe.EdgeVectorParams(size=size, distance=qe.Distance.Cosine)
+                        for vname, size in dims.items()
+                    }
+                )
+                with self._edge_errors(name):
+                    shard = qe.EdgeShard.create(str(shard_path), config)
+                    for field_name, kind in filterable.items():
+                        shard.update(
+                            qe.UpdateOperation.create_field_index(field_name, _INDEX_SCHEMA[kind])
+                        )
+                    shard.flush()
+                # Written last: its presence is what makes the directory a collection.
+                self._write_meta(
+                    name,
+                    {
+                        "format": _FORMAT,
+                        "vectors": dims,
+                        "keyword_fields": [f for f, k in filterable.items() if k == "keyword"],
+                        "metadata": {**clean_metadata(metadata), FILTERABLE_KEY: filterable},
+                    },
+                )
+            except BaseException:
+                # An unfinished directory stays; the next create of this name removes it.
+                with contextlib.suppress(Exception):
+                    if shard is not None:
+                        shard.close()
+                lock.release()
+                raise
             with self._lock:
                 self._shards[name] = shard
-                self._dims[name] = {vname: int(size) for vname, size in vectors.items()}
-            for field_name in keyword_fields:
-                shard.update(
-                    qe.UpdateOperation.create_field_index(field_name, qe.PayloadSchemaType.Keyword)
-                )
-            shard.flush()
-        # Written last: its presence is what makes the directory a collection.
-        self._write_meta(
-            name,
-            {
-                "format": _FORMAT,
-                "vectors": {vname: int(size) for vname, size in vectors.items()},
-                "keyword_fields": list(keyword_fields),
-                "metadata": clean_metadata(metadata),
-            },
-        )
-
-    def _remove_unfinished(self, name: str) -> None:
-        """Delete what an interrupted create left behind (a shard without collection.json)."""
-        shard_path = self._dir(name) / _SHARD_DIR
-        self._release(name)  # a create that failed in this very store may still hold it
-        if not shard_path.exists():
-            return
-        # Opening it first takes its lock, so a create running right now elsewhere is not wiped.
-        try:
-            qe.EdgeShard.load(str(shard_path)).close()
-        except Exception as exc:
-            if _is_lock_error(exc):
-                raise _translate(exc, name, self.home) from exc
-            # Any other failure means a half-written shard: nothing to protect.
-        shutil.rmtree(shard_path)
+                self._dims[name] = dims
+                self._held[name] = lock
 
     def has_collection(self, name: str) -> bool:
         """Whether the collection exists (or `name` is an alias of one)."""
@@ -227,6 +377,45 @@ class EdgeStore(Store):
             return []
         return sorted(p.name for p in root.iterdir() if (p / _META_FILE).is_file())
 
+    def list_infos(self) -> list[CollectionInfo]:
+        """Every collection, each "ready" with its count, "busy" (another process holds it:
+        `detail` says which; not waited for, Edge not touched) or "broken" (`detail` says why,
+        e.g. a corrupt collection.json). Collections this store did not have open are closed
+        again afterwards, so that listing does not keep them locked."""
+        self._check_open()
+        return [self._list_info(name) for name in self.list_collections()]
+
+    def _list_info(self, name: str) -> CollectionInfo:
+        try:
+            meta = self._read_meta(name)
+        except JointspaceError as exc:
+            return CollectionInfo(
+                name=name, points=None, vectors={}, metadata={}, state="broken", detail=str(exc)
+            )
+        vectors, metadata = dict(meta["vectors"]), dict(meta["metadata"])
+        try:
+            with self._opening_lock(name):
+                with self._lock:
+                    shard = self._shards.get(name)
+                if shard is not None:  # open here already: count it
+                    with self._edge_errors(name):
+                        points = int(shard.count(qe.CountRequest(exact=True)))
+                else:  # open it just for the count, without waiting and without keeping it
+                    shard, lock, _ = self._open_shard(name, wait=0.0)
+                    try:
+                        with self._edge_errors(name):
+                            points = int(shard.count(qe.CountRequest(exact=True)))
+                    finally:
+                        try:
+                            shard.close()
+                        finally:
+                            lock.release()
+        except CollectionBusy as exc:
+            return CollectionInfo(name, None, vectors, metadata, state="busy", detail=str(exc))
+        except JointspaceError as exc:
+            return CollectionInfo(name, None, vectors, metadata, state="broken", detail=str(exc))
+        return CollectionInfo(name=name, points=points, vectors=vectors, metadata=metadata)
+
     def info(self, name: str) -> CollectionInfo:
         """Point count, vector dims and metadata (of the collection an alias points to);
         raises JointspaceError if there is no such collection (or if another process holds it:
@@ -241,11 +430,11 @@ class EdgeStore(Store):
         )
 
     def set_metadata(self, name: str, metadata: Mapping[str, Any]) -> None:
-        """Replace the collection's jointspace metadata (an alias's collection's)."""
-        target = self.resolve(name)
-        self._shard(target)  # holding the shard's lock serialises writers across processes
+        """Replace the collection's jointspace metadata (an alias's collection's), except its
+        record of filterable fields, which stays."""
+        target = self._shard_name_for_write(name)
         meta = self._read_meta(target)
-        meta["metadata"] = clean_metadata(metadata)
+        meta["metadata"] = keep_filterable(clean_metadata(metadata), meta["metadata"])
         self._write_meta(target, meta)
 
     def drop_collection(self, name: str) -> None:
@@ -258,14 +447,34 @@ class EdgeStore(Store):
                 f"'{name}' is an alias of collection '{aliases[name]}' in {self.home}, not a "
                 f"collection; drop '{aliases[name]}' itself if that is what you mean."
             )
-        self._shard(name)  # fails if another process is using it
-        # Aliases first: an alias left pointing at a half-deleted collection would break readers.
-        self._update_aliases(lambda current: _without_target(current, name))
-        # Unlink the marker first: if the rmtree below is interrupted, what is left is an
-        # unfinished directory that the next create of this name cleans up.
-        (self._dir(name) / _META_FILE).unlink()
-        self._release(name)
-        shutil.rmtree(self._dir(name), ignore_errors=True)
+        self._check_open()
+        if not self._is_collection(name):
+            raise self._no_such(name)
+        # Our lock, not the shard: a collection whose collection.json or shard is broken can be
+        # dropped too, and no other process can be using it meanwhile.
+        with self._opening_lock(name):
+            with self._lock:
+                lock = self._held.get(name)
+            if lock is None:
+                lock = CollectionLock(self.home, name, self.owner)
+                lock.acquire(WRITING, self.wait)
+            else:
+                lock.mark(WRITING)
+            try:
+                shard, _ = self._forget(name)
+                if shard is not None:
+                    shard.close()
+                if not self._is_collection(name):  # dropped by the process we waited for
+                    raise self._no_such(name)
+                # Aliases first: an alias left pointing at a half-deleted collection would
+                # break readers.
+                self._update_aliases(lambda current: _without_target(current, name))
+                # Unlink the marker first: if the rmtree below is interrupted, what is left is an
+                # unfinished directory that the next create of this name cleans up.
+                (self._dir(name) / _META_FILE).unlink(missing_ok=True)
+                shutil.rmtree(self._dir(name), ignore_errors=True)
+            finally:
+                lock.release()  # the lock file stays (see store/lock.py)
 
     # -- points --------------------------------------------------------------------------------
 
@@ -273,7 +482,13 @@ class EdgeStore(Store):
         """Insert or replace points by id; durable when it returns (the shard is flushed)."""
         if not points:
             return
-        shard = self._shard(self.resolve(name))
+        target = self._shard_name_for_write(name)
+        shard = self._shard(target)
+        _check_space(
+            self.home,
+            self._dir(target) / _SHARD_DIR,
+            _UPSERT_NEED + _UPSERT_FACTOR * _raw_size(points),
+        )
         edge_points = [
             qe.Point(
                 str(p.id),
@@ -308,26 +523,34 @@ class EdgeStore(Store):
         vector_name: str,
         vector: Sequence[float],
         k: int,
-        where: Mapping[str, str] | None = None,
+        where: WhereLike = None,
     ) -> list[Hit]:
-        """The k nearest points by cosine similarity on one named vector, best first; points
-        without that vector are never returned."""
+        """The k nearest points by cosine similarity on one named vector that pass `where`,
+        best first; points without that vector are never returned."""
         target = self.resolve(name)
         shard = self._shard(target)
         query = as_floats(vector)
         check_dims(name, vector_name, self._dims[target], query)
+        checked = Where.of(where)
+        if checked:
+            checked = checked.for_fields(self.filterable_fields(target), name)
         if k <= 0:
             return []
         request = qe.QueryRequest(
             limit=int(k),
             query=qe.Query.Nearest(query, using=vector_name),
-            filter=_edge_filter(where),
+            filter=_edge_filter(checked),
             with_payload=True,
             with_vector=False,
         )
         with self._edge_errors(name):
             scored = shard.query(request)
         return [Hit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in scored]
+
+    def filterable_fields(self, name: str) -> dict[str, str] | None:
+        """The payload fields a `where` may name (key -> kind), as the collection (or the one
+        an alias points to) records them; None if it records none (made before they were)."""
+        return recorded_fields(self._read_meta(self.resolve(name))["metadata"])
 
     def scroll(self, name: str, batch_size: int = 256) -> Iterator[Point]:
         """Every point with its vectors and payload, in id order."""
@@ -416,25 +639,49 @@ class EdgeStore(Store):
             if new != current:
                 _write_json_atomically(path, {"format": _FORMAT, "aliases": new})
 
+    def _shard_name_for_write(self, name: str) -> str:
+        """The collection `name` resolves to, opened here and marked as being written."""
+        target = self.resolve(name)
+        self._shard(target)
+        self._mark_writing(target)
+        return target
+
     def close(self) -> None:
-        """Flush and close every open shard, releasing their locks."""
+        """Flush and close every open shard, then release our locks of them."""
         with self._lock:
             shards, self._shards, self._dims = list(self._shards.values()), {}, {}
+            locks, self._held = list(self._held.values()), {}
             self._closed = True
-        for shard in shards:
-            shard.close()
+        try:
+            for shard in shards:
+                shard.close()
+        finally:
+            for lock in locks:
+                lock.release()
 
 
 # -- module helpers ------------------------------------------------------------------------------
 
 
-def _edge_filter(where: Mapping[str, str] | None) -> qe.Filter | None:
-    """An Edge filter requiring each payload key to equal its value (any element, for lists)."""
-    if not where:
-        return None
-    return qe.Filter(
-        must=[qe.FieldCondition(key, match=qe.MatchValue(value)) for key, value in where.items()]
-    )
+def _edge_filter(where: Where) -> qe.Filter | None:
+    """The Edge filter of a checked `where`: every clause must hold."""
+    clauses = where.clauses()
+    return qe.Filter(must=[_edge_condition(c) for c in clauses]) if clauses else None
+
+
+def _edge_condition(clause: Clause) -> qe.FieldCondition | qe.Filter:
+    if isinstance(clause, Equals):
+        # The 0.9 bindings read a Python bool as the integer 1 or 0 (it is an int subclass), so
+        # `true` would match 1 and miss true; numpy's bool reaches them as a boolean.
+        value = np.bool_(clause.value) if isinstance(clause.value, bool) else clause.value
+        return qe.FieldCondition(clause.key, match=qe.MatchValue(value))
+    if isinstance(clause, AnyOf):
+        return qe.FieldCondition(clause.key, match=qe.MatchAny(list(clause.values)))
+    if isinstance(clause, Range):
+        bounds = {op: float(bound) for op, bound in clause.bounds().items()}
+        return qe.FieldCondition(clause.key, range=qe.RangeFloat(**bounds))
+    assert isinstance(clause, Either)
+    return qe.Filter(should=[_edge_condition(option) for option in clause.options])
 
 
 def _vectors_of(record: Any) -> dict[str, list[float]]:
@@ -478,13 +725,123 @@ def _is_lock_error(exc: BaseException) -> bool:
     return "WouldBlock" in str(exc)
 
 
+def _is_disk_full_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return "No space left on device" in text or "os error 28" in text
+
+
 def _translate(exc: Exception, name: str, home: Path) -> JointspaceError:
-    if _is_lock_error(exc):
+    if _is_lock_error(exc):  # only a process that bypasses our lock (an older jointspace)
         return JointspaceError(
             f"The collection '{name}' in {home} is in use by another process (a running "
             "ingest?); wait for it to finish or stop it, then try again."
         )
+    if _is_disk_full_error(exc):
+        return _disk_full(home, Path(home) / "collections" / name)
     return JointspaceError(f"Qdrant Edge failed on collection '{name}' in {home}: {exc}")
+
+
+# -- collection.json and disk space ---------------------------------------------------------------
+
+
+def _meta_problem(meta: Any) -> str | None:
+    """What is wrong with a parsed collection.json, or None."""
+    if not isinstance(meta, dict):
+        return "not a JSON object"
+    vectors = meta.get("vectors")
+    if (
+        not isinstance(vectors, dict)
+        or not vectors
+        or not all(
+            isinstance(size, int) and not isinstance(size, bool) and size > 0
+            for size in vectors.values()
+        )
+    ):
+        return "'vectors' must map vector names to positive sizes"
+    if not isinstance(meta.get("metadata"), dict):
+        return "'metadata' must be a JSON object"
+    fields = meta.get("keyword_fields", [])
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        return "'keyword_fields' must be a list of names"
+    if not isinstance(meta.get("format", _FORMAT), int):
+        return "'format' must be a number"
+    return None
+
+
+def _free_bytes(path: Path) -> int | None:
+    """Free bytes (for unprivileged users) on the file system of `path` or of its nearest
+    existing ancestor; None if that cannot be told."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def _disk_full(home: Path, where: Path, needed: int | None = None) -> JointspaceError:
+    free = _free_bytes(where)
+    have = "an unknown amount" if free is None else f"{free // _MiB} MB"
+    want = "" if needed is None else f", {math.ceil(needed / _MiB)} MB needed"
+    return JointspaceError(
+        f"Not enough free space in {home} ({have} free{want}); free some space and re-run: "
+        "what was written is kept."
+    )
+
+
+def _check_space(home: Path, where: Path, needed: int) -> None:
+    """Raise the disk-full sentence unless `needed` bytes are free where `where` lives."""
+    free = _free_bytes(where)
+    if free is not None and free < needed:
+        raise _disk_full(home, where, needed)
+
+
+def _raw_size(points: Sequence[Point]) -> int:
+    """Bytes of a batch before Edge stores it: its float32 vectors and its payloads as JSON."""
+    total = 0
+    for p in points:
+        total += 64 + 4 * sum(len(vec) for vec in p.vectors.values())
+        total += len(json.dumps(p.payload, default=str, ensure_ascii=False).encode())
+    return total
+
+
+def _load_need(shard_path: Path) -> int:
+    """Free space that loading the shard takes. On tmpfs, loading fills the holes of the
+    shard's sparse, pre-sized files (the 32 MiB vector chunks, measured; reading a hole there
+    allocates it), all but the paged payload storage, which stays sparse."""
+    need = _LOAD_NEED
+    if _fs_type(shard_path) not in ("tmpfs", "ramfs"):
+        return need
+    for root, _dirs, files in os.walk(shard_path / "segments"):
+        if "payload_storage" in Path(root).parts:
+            continue
+        for file_name in files:
+            with contextlib.suppress(OSError):
+                st = os.stat(os.path.join(root, file_name))
+                need += max(0, st.st_size - st.st_blocks * 512)
+    return need
+
+
+def _fs_type(path: Path) -> str:
+    """The type of the file system `path` is on ("tmpfs", "ext4", ...), "" if unknown (Linux:
+    the longest matching mount point of /proc/mounts; a later mount there hides an earlier)."""
+    try:
+        real = os.path.realpath(path)
+        with open("/proc/mounts", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    best, kind = "", ""
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount = parts[1].replace("\\040", " ")
+        inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, kind = mount, parts[2]
+    return kind
 
 
 def _write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
