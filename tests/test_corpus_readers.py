@@ -261,9 +261,11 @@ def test_manifest_renamed_optional_column_missing(tmp_path: Path) -> None:
 
 
 def test_manifest_text_only_and_image_only(tmp_path: Path) -> None:
-    [text_only] = read_corpus(_write_manifest(tmp_path / "t.csv", [{"text": "Words."}]))
+    texts = _write_manifest(tmp_path / "t.csv", [{"text": "Words."}])
+    [text_only] = read_corpus(texts, text_only=True)
     assert isinstance(text_only, Item) and text_only.image is None
-    [image_only] = read_corpus(_write_manifest(tmp_path / "i.csv", [{"image": "/abs/a.png"}]))
+    images = _write_manifest(tmp_path / "i.csv", [{"image": "/abs/a.png"}])
+    [image_only] = read_corpus(images, image_only=True)
     assert isinstance(image_only, Item) and image_only.image == "/abs/a.png"
 
 
@@ -285,7 +287,7 @@ def test_manifest_empty_id_falls_back_to_content_key(tmp_path: Path) -> None:
 
 def test_manifest_label_list_in_jsonl(tmp_path: Path) -> None:
     path = _write_manifest(tmp_path / "m.jsonl", [{"text": "A.", "label": ["a", "b", "a"]}])
-    [item] = read_corpus(path)
+    [item] = read_corpus(path, text_only=True)
     assert item.labels == ("a", "b")  # type: ignore[union-attr]
 
 

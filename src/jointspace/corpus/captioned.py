@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from jointspace.corpus.item import Item
+from jointspace.corpus.item import Item, limit_caption
 from jointspace.errors import JointspaceError
 
 CAPTION_MODES = ("first", "join", "each")
@@ -81,27 +81,45 @@ def image_items(
     captions: Sequence[str],
     mode: str,
     extra: dict[str, Any],
+    locators: Sequence[str] = (),
+    image_locator: str | None = None,
 ) -> Iterator[Item]:
     """The items of one image: one with its first or joined captions, or one per caption.
 
     Every item of the image has `group` = `key`, so all its captions land in one split. An image
-    without captions is one image-only item in every mode.
+    without captions is one image-only item in every mode. `locators`: where each caption was
+    read (e.g. "annotation id 10"), an item's locator is that of its captions; `image_locator`
+    is the locator of an image without captions. Captions are cut to MAX_CAPTION_BYTES.
     """
     if mode == "each" and captions:
         for n, caption in enumerate(captions):
+            text, truncated = limit_caption(caption)
             yield Item(
                 source=source,
                 key=f"{key}#{n}",
                 image=image,
-                text=caption,
+                text=text,
                 extra={**extra, "caption_index": n},
                 group=key,
+                locator=locators[n] if n < len(locators) else image_locator,
+                truncated=truncated,
             )
         return
-    text = None
+    text, truncated, locator = None, False, image_locator
     if captions:
-        text = captions[0] if mode == "first" else "\n".join(captions)
-    yield Item(source=source, key=key, image=image, text=text, extra=extra, group=key)
+        used = 1 if mode == "first" else len(captions)
+        text, truncated = limit_caption("\n".join(captions[:used]))
+        locator = ", ".join(locators[:used]) or image_locator
+    yield Item(
+        source=source,
+        key=key,
+        image=image,
+        text=text,
+        extra=extra,
+        group=key,
+        locator=locator,
+        truncated=truncated,
+    )
 
 
 def clean_caption(value: Any) -> str | None:

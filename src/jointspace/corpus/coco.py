@@ -6,7 +6,8 @@
 "a.jpg#0", "a.jpg#1", ..., all with group "a.jpg" so they share a split.
 
 The JSON file itself is loaded whole: it is metadata (tens to hundreds of MB for all of COCO);
-the annotations are grouped by image id in a dict of captions. Images are never opened here.
+the annotations are grouped by image id in a dict of captions (each with its annotation id, for
+the locator: "annotation id 10"). Images are never opened here.
 """
 
 from __future__ import annotations
@@ -62,10 +63,15 @@ def read_coco(
     return _records(source, images, by_image, bad, folder, mode)
 
 
+# A caption and where it was read: the annotation's id (an int, shared with the parsed JSON, so
+# it costs no memory) or, for an annotation without one, its locator as text.
+_Caption = tuple[str, Any]
+
+
 def _records(
     source: str,
     images: list[Any],
-    by_image: dict[Any, list[str]],
+    by_image: dict[Any, list[_Caption]],
     bad: list[Skipped],
     folder: Path,
     mode: str,
@@ -73,40 +79,67 @@ def _records(
     seen: set[str] = set()
     for index, entry in enumerate(images):
         name = _name(entry) if isinstance(entry, dict) else None
+        where = f"images[{index}]"
+        image_locator = _image_locator(entry, where)
         if name is None:
-            yield Skipped(source, f"images[{index}]", "image entry has no file_name")
+            yield Skipped(source, where, "image entry has no file_name", image_locator)
             continue
         image_id = entry.get("id")
-        texts = by_image.pop(image_id, []) if _hashable(image_id) else []
+        captions = by_image.pop(image_id, []) if _hashable(image_id) else []
         if name in seen:
-            yield Skipped(source, name, "duplicate file_name")
+            yield Skipped(source, name, "duplicate file_name", image_locator)
             continue
         seen.add(name)
         extra = {("image_id" if k == "id" else k): v for k, v in entry.items() if k != "file_name"}
         image = os.path.normpath(folder / name)
-        yield from image_items(source, name, image, texts, mode, extra)
+        texts = [text for text, _ in captions]
+        locators = [_annotation_locator(ref) for _, ref in captions]
+        yield from image_items(source, name, image, texts, mode, extra, locators, image_locator)
     yield from bad
-    for image_id, texts in by_image.items():
-        reason = f"annotations refer to an unknown image ({len(texts)} captions)"
-        yield Skipped(source, f"image_id {image_id}", reason)
+    for image_id, captions in by_image.items():
+        reason = f"annotations refer to an unknown image ({len(captions)} captions)"
+        locator = ", ".join(_annotation_locator(ref) for _, ref in captions)
+        yield Skipped(source, f"image_id {image_id}", reason, locator)
 
 
 def _group_captions(
     source: str, annotations: list[Any]
-) -> tuple[dict[Any, list[str]], list[Skipped]]:
+) -> tuple[dict[Any, list[_Caption]], list[Skipped]]:
     """Captions by image id, in file order; bad annotations as Skipped records."""
-    by_image: dict[Any, list[str]] = {}
+    by_image: dict[Any, list[_Caption]] = {}
     bad: list[Skipped] = []
     for index, annotation in enumerate(annotations):
-        if not isinstance(annotation, dict) or not _hashable(annotation.get("image_id")):
-            bad.append(Skipped(source, f"annotations[{index}]", "annotation has no image_id"))
+        where = f"annotations[{index}]"
+        if not isinstance(annotation, dict):
+            bad.append(Skipped(source, where, "annotation has no image_id", where))
+            continue
+        annotation_id = annotation.get("id")
+        ref = annotation_id if _hashable(annotation_id) else where
+        if not _hashable(annotation.get("image_id")):
+            reason = "annotation has no image_id"
+            bad.append(Skipped(source, where, reason, _annotation_locator(ref)))
             continue
         caption = clean_caption(annotation.get("caption"))
         if caption is None:
-            bad.append(Skipped(source, f"annotations[{index}]", "annotation has no caption"))
+            reason = "annotation has no caption"
+            bad.append(Skipped(source, where, reason, _annotation_locator(ref)))
             continue
-        by_image.setdefault(annotation["image_id"], []).append(caption)
+        by_image.setdefault(annotation["image_id"], []).append((caption, ref))
     return by_image, bad
+
+
+def _annotation_locator(ref: Any) -> str:
+    """The locator of a caption: "annotation id 10", or `ref` itself when it is one already
+    ("annotations[3]", for an annotation without an id)."""
+    if isinstance(ref, str) and ref.startswith("annotations["):
+        return ref
+    return f"annotation id {ref}"
+
+
+def _image_locator(entry: Any, where: str) -> str:
+    """The locator of an image entry: "image id 3", else its place ("images[4]")."""
+    image_id = entry.get("id") if isinstance(entry, dict) else None
+    return f"image id {image_id}" if _hashable(image_id) else where
 
 
 def _name(entry: dict[str, Any]) -> str | None:

@@ -10,16 +10,23 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from jointspace.corpus.item import Item, Skipped
+from jointspace.corpus.item import MAX_CAPTION_BYTES, Item, Skipped, cut_caption
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".svg"})
 CAPTION_SUFFIX = ".txt"
-# A caption is one short line; reading at most this much keeps a stray huge .txt harmless.
-_MAX_CAPTION_LINE = 64 * 1024
+# A caption is one short line; reading at most this much keeps a stray huge .txt harmless. The
+# slack leaves room for a byte-order mark and a line end, so that a longer line is known to be.
+_READ_CAPTION_LINE = MAX_CAPTION_BYTES + 8
+_BOM = b"\xef\xbb\xbf"
 
 
 class _CaptionError(Exception):
-    """A caption file exists but cannot be used; the message is the item's skip reason."""
+    """A caption file exists but cannot be used: the item's skip reason and the file."""
+
+    def __init__(self, reason: str, path: Path) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path = str(path)
 
 
 def read_folder(root: Path) -> Iterator[Item | Skipped]:
@@ -46,7 +53,8 @@ def _unreadable_folders(root: Path, source: str, errors: list[OSError]) -> Itera
         error = errors.pop(0)
         path = Path(error.filename or root)
         folder = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
-        yield Skipped(source, _printable(folder), f"folder could not be read ({_os_reason(error)})")
+        reason = f"folder could not be read ({_os_reason(error)})"
+        yield Skipped(source, _printable(folder), reason, _printable(str(path)))
 
 
 def _read_directory(
@@ -60,24 +68,28 @@ def _read_directory(
             continue
         stem = Path(name).stem
         key = name if folder == "." else f"{folder}/{name}"
+        image = str(directory / name)
         if _printable(key) != key:
             # os.walk smuggles undecodable bytes in as surrogates, which no JSON payload,
             # errors file or store accepts.
-            yield Skipped(source, _printable(key), "file name is not valid utf-8")
+            reason = "file name is not valid utf-8"
+            yield Skipped(source, _printable(key), reason, _printable(image))
             continue
         try:
-            text = _caption(directory, stem, captions)
+            text, truncated = _caption(directory, stem, captions)
         except _CaptionError as e:
-            yield Skipped(source, key, str(e))
+            yield Skipped(source, key, e.reason, e.path)
             continue
         yield Item(
             source=source,
             key=key,
-            image=str(directory / name),
+            image=image,
             text=text,
             labels=labels,
             extra={"name": stem},
             group=_group(folder, stem),
+            locator=image,
+            truncated=truncated,
         )
 
 
@@ -124,19 +136,23 @@ class _Captions:
         return exact if exact in self._names else self._by_lower.get(exact.lower())
 
 
-def _caption(directory: Path, stem: str, captions: _Captions) -> str | None:
-    """The first line of the image's caption file, stripped; None when there is none."""
+def _caption(directory: Path, stem: str, captions: _Captions) -> tuple[str | None, bool]:
+    """The first line of the image's caption file, stripped (None when there is none), and
+    whether it was cut to MAX_CAPTION_BYTES."""
     caption_name = captions.find(stem)
     if caption_name is None:
-        return None
+        return None, False
+    path = directory / caption_name
     try:
-        with (directory / caption_name).open("rb") as f:
-            line = f.readline(_MAX_CAPTION_LINE)
+        with path.open("rb") as f:
+            line = f.readline(_READ_CAPTION_LINE)
     except OSError as e:
-        raise _CaptionError(f"caption file could not be read ({_os_reason(e)})") from None
+        raise _CaptionError(f"caption file could not be read ({_os_reason(e)})", path) from None
+    # editors on Windows often start the file with a byte-order mark
+    line = line.removeprefix(_BOM).removesuffix(b"\n").removesuffix(b"\r")
+    truncated = len(line) > MAX_CAPTION_BYTES
     try:
-        # utf-8-sig: editors on Windows often start the file with a byte-order mark.
-        text = line.decode("utf-8-sig").strip()
+        text = cut_caption(line[:MAX_CAPTION_BYTES]) if truncated else line.decode("utf-8")
     except UnicodeDecodeError:
-        raise _CaptionError("caption is not valid utf-8") from None
-    return text or None
+        raise _CaptionError("caption is not valid utf-8", path) from None
+    return text.strip() or None, truncated

@@ -67,20 +67,33 @@ def _records(
     source: str, images: list[Any], split: str, folder: Path, mode: str
 ) -> Iterator[Item | Skipped]:
     for index, entry in enumerate(images):
+        where = f"images[{index}]"
         if not isinstance(entry, dict):
-            yield Skipped(source, f"images[{index}]", "image entry is not an object")
+            yield Skipped(source, where, "image entry is not an object", where)
             continue
         if not _selected(entry, split):
             continue
+        image_locator = _locator("imgid", entry, where)
         name = _relative_path(entry)
         if name is None:
-            yield Skipped(source, f"images[{index}]", "image entry has no filename")
+            yield Skipped(source, where, "image entry has no filename", image_locator)
             continue
-        texts = [t for t in map(_sentence, _sentences(entry)) if t is not None]
+        texts, locators = [], []
+        for n, sentence in enumerate(_sentences(entry)):
+            if (text := _sentence(sentence)) is not None:
+                texts.append(text)
+                locators.append(_locator("sentid", sentence, f"{where}.sentences[{n}]"))
         extra = {k: v for k, v in entry.items() if k not in _NOT_EXTRA and not isinstance(v, list)}
         extra["karpathy_split"] = entry.get("split")
         image = os.path.normpath(folder / name)
-        yield from image_items(source, name, image, texts, mode, extra)
+        yield from image_items(source, name, image, texts, mode, extra, locators, image_locator)
+
+
+def _locator(id_field: str, entry: dict[str, Any], where: str) -> str:
+    """The locator of a sentence or image: "sentid 12" / "imgid 3", else its place `where`."""
+    value = entry.get(id_field)
+    ok = isinstance(value, (int, str)) and not isinstance(value, bool)
+    return f"{id_field} {value}" if ok else where
 
 
 def _selected(entry: Any, split: str) -> bool:

@@ -5,7 +5,10 @@ options): `image` (a path relative to the manifest's folder, an absolute path or
 inline image bytes: in Parquet a binary cell or a Hugging Face `{"bytes", "path"}` struct, in any
 format a `data:image/...;base64,` URI, or base64 text with image_encoding="base64"), `text`,
 `label` (optional; one label or `a|b|c`; a list in JSONL and Parquet), `id` (optional, the item
-key). Every other column is kept in `item.extra`.
+key). Every other column is kept in `item.extra`. A manifest needs both an image and a text
+column, unless it is read with text_only=True (texts only; an image column is then ignored) or
+image_only=True (the other way round): a missing column is far more often a misnamed one than a
+wish for one modality.
 
 Without an id column the key is a short SHA-256 of the image cell and the text, so it does not
 change when rows are reordered or the manifest grows — but rows with the same image and text get
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from jointspace.corpus.item import Item, Skipped
+from jointspace.corpus.item import Item, Skipped, limit_caption
 from jointspace.errors import JointspaceError
 
 DEFAULT_CHUNKSIZE = 10_000
@@ -60,10 +63,12 @@ class _Columns:
     text: str | None
     label: str | None
     key: str | None
+    ignored: str | None = None  # the image column of a text_only read, or the other way round
 
     @property
     def roles(self) -> frozenset[str]:
-        return frozenset(c for c in (self.image, self.text, self.label, self.key) if c)
+        columns = (self.image, self.text, self.label, self.key, self.ignored)
+        return frozenset(c for c in columns if c)
 
 
 @dataclass(frozen=True)
@@ -88,19 +93,25 @@ def read_manifest(
     label_column: str = "label",
     key_column: str = "id",
     image_encoding: str | None = None,
+    text_only: bool = False,
+    image_only: bool = False,
     chunksize: int = DEFAULT_CHUNKSIZE,
 ) -> Iterator[Item | Skipped]:
     """Yield one Item (or Skipped) per row of a csv, tsv, jsonl or parquet manifest, in order.
 
     Image cells that are `data:` URIs are decoded to `image_bytes` in any case; with
-    image_encoding="base64" every text image cell is base64 of the image file. Raises
-    JointspaceError when the file cannot be read as that format or lacks the columns.
+    image_encoding="base64" every text image cell is base64 of the image file. `text_only`:
+    the manifest may lack an image column, and any image column is ignored; `image_only`: the
+    same for the text column. Raises JointspaceError when the file cannot be read as that format
+    or lacks the columns (the image or the text column included, unless told it may).
     """
     path = Path(path)
     if image_encoding is not None and image_encoding not in IMAGE_ENCODINGS:
         raise JointspaceError(
             f"Unknown --image-encoding {image_encoding!r}; use {'|'.join(IMAGE_ENCODINGS)}."
         )
+    if text_only and image_only:
+        raise JointspaceError("--text-only and --image-only exclude each other; pass one.")
     if not path.is_file():
         raise JointspaceError(f"{path} is not a file; a {format} manifest must be a file.")
     wanted = {"image": image_column, "text": text_column, "label": label_column, "key": key_column}
@@ -113,7 +124,7 @@ def read_manifest(
         header, rows = _parquet_rows(path, chunksize)
     else:
         raise JointspaceError(f"Unknown manifest format {format!r}; use csv, tsv, jsonl, parquet.")
-    columns = _resolve_columns(path, header, wanted)
+    columns = _resolve_columns(path, header, wanted, text_only, image_only)
     resolved = path.resolve()
     context = _Context(str(resolved), resolved.parent, columns, format != "parquet", image_encoding)
     return _records(rows, context)
@@ -124,13 +135,16 @@ def _records(
 ) -> Iterator[Item | Skipped]:
     for position, row in rows:
         if isinstance(row, Skipped):
-            yield Skipped(context.source, row.key, row.reason)
+            yield Skipped(context.source, row.key, row.reason, position)
         else:
             yield _to_record(position, row, context)
 
 
-def _resolve_columns(path: Path, header: Iterable[str], wanted: dict[str, str]) -> _Columns:
-    """Map roles to columns; JointspaceError for a renamed column that is missing."""
+def _resolve_columns(
+    path: Path, header: Iterable[str], wanted: dict[str, str], text_only: bool, image_only: bool
+) -> _Columns:
+    """Map roles to columns; JointspaceError for a renamed column that is missing, and for a
+    missing image or text column unless `text_only` or `image_only` allows it."""
     present = list(dict.fromkeys(header))
     listing = ", ".join(present[:20]) + (", ..." if len(present) > 20 else "") or "none"
     for role, column in wanted.items():
@@ -145,7 +159,18 @@ def _resolve_columns(path: Path, header: Iterable[str], wanted: dict[str, str]) 
             f"{path} has neither an {wanted['image']!r} nor a {wanted['text']!r} column "
             f"(columns: {listing}); name them with --image-column and --text-column."
         )
-    return _Columns(**found)
+    dropped = {"image": text_only, "text": image_only}
+    ignored = None
+    for role, other in (("image", "text"), ("text", "image")):
+        if dropped[role]:
+            ignored, found[role] = found[role], None
+        elif found[role] is None:
+            hint = "" if dropped[other] else f", or pass --{other}-only to read the {other}s alone"
+            raise JointspaceError(
+                f"{path} has no {role} column {wanted[role]!r} (columns: {listing}); name it "
+                f"with {_OPTION_NAMES[role]}{hint}."
+            )
+    return _Columns(**found, ignored=ignored)
 
 
 # --- row sources: (position, row dict | Skipped) ---------------------------------------------
@@ -200,19 +225,31 @@ def _csv_chunks(
                     raise JointspaceError(
                         f"Cannot parse {path} after row {row} ({_short(e)}); fix the file."
                     ) from None
-            yield from _bad_lines(caught)
+            bad = _bad_lines(caught)
+            for line, reason in bad:
+                yield f"line {line}", Skipped("", f"line {line}", reason)
             if chunk is None:
                 return
+            # A row pandas dropped keeps its place in the row count, so that later rows' numbers
+            # stay right: its line number tells where (line N is row N - 1 unless a quoted
+            # field spans lines or blank lines come first).
+            dropped = sorted(line - 1 for line, _ in bad)
             for record in chunk.to_dict("records"):
+                while dropped and dropped[0] <= row + 1:
+                    dropped.pop(0)
+                    row += 1
                 row += 1
                 yield f"row {row}", record
+            row += len(dropped)
 
 
-def _bad_lines(caught: list[warnings.WarningMessage]) -> Iterator[tuple[str, Skipped]]:
-    for warning in caught:
-        for match in _BAD_LINE.finditer(str(warning.message)):
-            line = f"line {match.group(1)}"
-            yield line, Skipped("", line, f"malformed row ({match.group(2).strip()})")
+def _bad_lines(caught: list[warnings.WarningMessage]) -> list[tuple[int, str]]:
+    """(line number, skip reason) of each row pandas' parser dropped."""
+    return [
+        (int(match.group(1)), f"malformed row ({match.group(2).strip()})")
+        for warning in caught
+        for match in _BAD_LINE.finditer(str(warning.message))
+    ]
 
 
 def _jsonl_rows(
@@ -296,16 +333,24 @@ def _parquet_rows(
 def _to_record(position: str, row: dict[str, Any], context: _Context) -> Item | Skipped:
     columns = context.columns
     raw_key = _cell_text(row.get(columns.key)) if columns.key else None
+
+    def skipped(reason: str) -> Skipped:
+        return Skipped(context.source, raw_key or position, reason, position)
+
     image_cell = row.get(columns.image) if columns.image else None
-    text = _cell_text(row.get(columns.text)) if columns.text else None
+    text_cell = row.get(columns.text) if columns.text else None
+    if (kind := _container_kind(text_cell)) is not None:
+        # JSONL and Parquet cells may be objects or lists: their repr is no caption.
+        return skipped(f"text column holds a {kind}, not a string")
+    text = _cell_text(text_cell)
     try:
         image, image_bytes, image_extra = _image(image_cell, context)
     except _BadCell as e:
-        return Skipped(context.source, raw_key or position, str(e))
+        return skipped(str(e))
     if context.check_utf8 and _has_replacement(raw_key, text, image, row.get(columns.label)):
-        return Skipped(context.source, raw_key or position, "row is not valid utf-8")
+        return skipped("row is not valid utf-8")
     if image is None and image_bytes is None and text is None:
-        return Skipped(context.source, raw_key or position, "row has neither image nor text")
+        return skipped("row has neither image nor text")
     extra = {
         str(k): _json_safe(v)
         for k, v in row.items()
@@ -313,15 +358,27 @@ def _to_record(position: str, row: dict[str, Any], context: _Context) -> Item | 
         and not isinstance(v, (bytes, bytearray))
         and not str(k).startswith("__index_level_")  # a DataFrame index pandas wrote along
     }
+    caption, truncated = limit_caption(text) if text is not None else (None, False)
     return Item(
         source=context.source,
         key=raw_key or _content_key(image_cell, text),
         image=image,
-        text=text,
+        text=caption,
         image_bytes=image_bytes,
         labels=_labels(row.get(columns.label)) if columns.label else (),
         extra={**extra, **image_extra},
+        locator=position,
+        truncated=truncated,
     )
+
+
+def _container_kind(cell: Any) -> str | None:
+    """What a cell holds when it is a container ("struct", "list"; numpy arrays too), else None."""
+    if isinstance(cell, dict):
+        return "struct"
+    if isinstance(cell, (list, tuple)) or getattr(cell, "ndim", 0) > 0:
+        return "list"
+    return None
 
 
 def _image(cell: Any, context: _Context) -> tuple[str | None, bytes | None, dict[str, Any]]:

@@ -91,8 +91,9 @@ def read_corpus(
     """Stream the records of `source` (Item, or Skipped for a bad record), in a stable order.
 
     `column_options` go to the format's reader (e.g. image_column="path" for manifests); options
-    that are None count as not given, so a CLI can pass all of its flags through. Raises
-    JointspaceError for a missing source, an unknown format or options the format does not take.
+    that are None or False (a switch left off, e.g. text_only) count as not given, so a CLI can
+    pass all of its flags through. Raises JointspaceError for a missing source, an unknown format
+    or options the format does not take.
     """
     source = Path(source)
     # A shard pattern names files without being one; the webdataset reader checks them.
@@ -105,7 +106,7 @@ def read_corpus(
         raise JointspaceError(f"Unknown format {fmt!r}; pass --format {_choices()}")
     if fmt == "folder" and not source.is_dir():
         raise JointspaceError(f"{source} is not a folder; pass the folder of images and captions.")
-    options = {k: v for k, v in column_options.items() if v is not None}
+    options = {k: v for k, v in column_options.items() if v is not None and v is not False}
     _check_options(reader, fmt, options)
     return reader(source, **options)
 

@@ -94,12 +94,17 @@ def _start(
     if scheme is None:
         return record  # a local path
     if scheme not in _FETCHED:
-        return Skipped(record.source, record.key, f"unsupported image url scheme: {scheme}")
+        return _skipped(record, f"unsupported image url scheme: {scheme}")
     return pool.submit(fetch, record)
 
 
 def _result(entry: Future[Item | Skipped] | Item | Skipped) -> Item | Skipped:
     return entry.result() if isinstance(entry, Future) else entry
+
+
+def _skipped(item: Item, reason: str) -> Skipped:
+    """A failed download, located by its URL (grep the source for it)."""
+    return Skipped(item.source, item.key, reason, item.image)
 
 
 def _scheme(image: str) -> str | None:
@@ -126,9 +131,9 @@ class _Fetcher:
                 return dataclasses.replace(item, image_bytes=data)
             except _Failure as failure:
                 if not failure.retry or attempt == self.retries:
-                    return Skipped(item.source, item.key, failure.reason)
+                    return _skipped(item, failure.reason)
             except Exception as e:  # a bug or an odd library error is still one bad item
-                return Skipped(item.source, item.key, f"download failed: {_describe(e)}")
+                return _skipped(item, f"download failed: {_describe(e)}")
             time.sleep(self.backoff * 2**attempt)
         raise AssertionError("unreachable")
 

@@ -2,8 +2,9 @@
 
 `000123.jpg` + `000123.txt` (or `000123.json` with a "caption" or "text" field) in a shard is one
 item: key "000123" (the member name up to the first dot of its basename), the image's bytes in
-`image_bytes`, the JSON's other fields in `extra`. Each shard is its own `source` (its resolved
-path), so point ids do not depend on how the shards were named (file, folder or pattern).
+`image_bytes`, the JSON's "label" and "labels" (a string, `a|b`, a number or a list of them) in
+`labels`, its other fields in `extra`. Each shard is its own `source` (its resolved path), so
+point ids do not depend on how the shards were named (file, folder or pattern).
 
 Shards are read as streams (tarfile mode "r|*", gzip and friends included): one sample's bytes
 in memory at a time, nothing extracted to disk, so member names such as `../../x.jpg` are
@@ -14,16 +15,17 @@ sample with the same key.
 from __future__ import annotations
 
 import json
+import math
 import re
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from jointspace.corpus.images import MAX_IMAGE_BYTES
-from jointspace.corpus.item import Item, Skipped
+from jointspace.corpus.item import Item, Skipped, limit_caption
 from jointspace.corpus.shards import shard_paths
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp"})
@@ -32,6 +34,7 @@ MAX_TEXT_BYTES = 1024 * 1024
 # Hidden members (a dot first, e.g. macOS "._x.jpg") are skipped, as folders skip them.
 _KEY_EXT = re.compile(r"^((?:.*/)?[^./][^./]*)\.([^/]*)$")
 _CAPTION_FIELDS = ("caption", "text")
+_LABEL_FIELDS = ("label", "labels")
 _STREAM_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
 
 
@@ -40,6 +43,7 @@ class _Sample:
     """The members of one sample read so far (their bytes) or why it cannot be an item."""
 
     key: str
+    first_member: str
     parts: dict[str, bytes] = field(default_factory=dict)
     image_member: str | None = None
     problem: str | None = None
@@ -61,14 +65,16 @@ def _read_shard(shard: Path) -> Iterator[Item | Skipped]:
     try:
         f = shard.open("rb")
     except OSError as e:
-        yield Skipped(source, shard.name, f"shard could not be read ({_detail(e)})")
+        yield Skipped(source, shard.name, f"shard could not be read ({_detail(e)})", source)
         return
     sample: _Sample | None = None
+    member_name: str | None = None  # the last member read, where a corrupt shard broke off
     started = False  # whether a member header was read: before that, it is not a tar at all
     try:
         with f, tarfile.open(fileobj=f, mode="r|*") as tar:
             for member in tar:
                 started = True
+                member_name = member.name
                 split = _key_ext(member)
                 if split is None:
                     continue
@@ -76,14 +82,15 @@ def _read_shard(shard: Path) -> Iterator[Item | Skipped]:
                 if sample is not None and sample.key != key:
                     yield _to_record(source, sample)
                     sample = None
-                sample = sample or _Sample(key)
+                sample = sample or _Sample(key, member.name)
                 _add_member(sample, tar, member, ext)
     except _STREAM_ERRORS as e:
         if not started:
-            yield Skipped(source, shard.name, f"not a tar file ({_detail(e)})")
+            yield Skipped(source, shard.name, f"not a tar file ({_detail(e)})", source)
         else:
             reason = f"tar shard is corrupt or cut short ({_detail(e)}); the rest is skipped"
-            yield Skipped(source, sample.key if sample else shard.name, reason)
+            where = f"member {member_name}" if member_name else source
+            yield Skipped(source, sample.key if sample else shard.name, reason, where)
         return
     if sample is not None:
         yield _to_record(source, sample)
@@ -131,23 +138,50 @@ def _read(f: IO[bytes] | None) -> bytes:
 
 
 def _to_record(source: str, sample: _Sample) -> Item | Skipped:
+    locator = f"member {sample.image_member or sample.first_member}"
     if sample.problem is not None:
-        return Skipped(source, sample.key, sample.problem)
+        return Skipped(source, sample.key, sample.problem, locator)
     parts = sample.parts
     image = next((parts[e] for e in parts if e in IMAGE_EXTENSIONS), None)
     try:
         text = _text(parts["txt"]) if "txt" in parts else None
         fields = _json_object(parts["json"]) if "json" in parts else {}
     except ValueError as e:
-        return Skipped(source, sample.key, str(e))
+        return Skipped(source, sample.key, str(e), locator)
     if text is None:
         text = next((c for f in _CAPTION_FIELDS if (c := _caption(fields.get(f)))), None)
     if image is None and text is None:
-        return Skipped(source, sample.key, "sample has neither image nor text")
-    extra = {k: v for k, v in fields.items() if k not in _CAPTION_FIELDS}
+        return Skipped(source, sample.key, "sample has neither image nor text", locator)
+    text, truncated = limit_caption(text) if text is not None else (None, False)
+    not_extra = _CAPTION_FIELDS + _LABEL_FIELDS
+    extra = {k: v for k, v in fields.items() if k not in not_extra}
     if sample.image_member is not None:
         extra["image_member"] = sample.image_member
-    return Item(source=source, key=sample.key, text=text, image_bytes=image, extra=extra)
+    return Item(
+        source=source,
+        key=sample.key,
+        text=text,
+        image_bytes=image,
+        labels=_labels(fields.get(f) for f in _LABEL_FIELDS),
+        extra=extra,
+        locator=locator,
+        truncated=truncated,
+    )
+
+
+def _labels(values: Iterable[Any]) -> tuple[str, ...]:
+    """Labels from "label" and "labels": each a string (`a|b` for several), a number, or a list
+    of those; once each, in order."""
+    labels: list[str] = []
+    for value in values:
+        for part in value if isinstance(value, list) else [value]:
+            if isinstance(part, str):
+                labels += (p.strip() for p in part.split("|"))
+            elif isinstance(part, int) and not isinstance(part, bool):
+                labels.append(str(part))
+            elif isinstance(part, float) and math.isfinite(part):
+                labels.append(str(int(part)) if part.is_integer() else str(part))
+    return tuple(dict.fromkeys(label for label in labels if label))
 
 
 def _text(data: bytes) -> str | None:

@@ -12,6 +12,9 @@ from ..store.base import Point
 
 RESERVED_FIELDS = ("key", "text", "image", "source", "labels", "split", "width", "height", "sha256")
 KEYWORD_FIELDS = ("key", "source", "labels", "split")
+# Numeric payload fields, by kind, indexed so that range filters work (create_collection's
+# `fields`). Extra source columns are not: their types are unknown when the collection is made.
+NUMERIC_FIELDS = {"width": "integer", "height": "integer"}
 
 
 def payload_of(encoded: EncodedItem) -> dict[str, Any]:
