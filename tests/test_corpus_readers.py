@@ -86,6 +86,15 @@ def test_folder_items(folder: Path) -> None:
     )
 
 
+def test_a_mirror_stamp_takes_the_original_caption_and_split(tmp_path: Path) -> None:
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "penguin.png")
+    Image.new("RGB", (8, 8), "blue").save(tmp_path / "penguin_mirror.png")
+    (tmp_path / "penguin.txt").write_text("A Magellanic penguin.\n")
+    original, mirror = list(read_corpus(tmp_path))
+    assert mirror.key == "penguin_mirror.png" and mirror.text == "A Magellanic penguin."
+    assert mirror.split_key == original.split_key and mirror.group == original.group
+
+
 def test_folder_order_is_deterministic(folder: Path) -> None:
     assert list(read_corpus(folder)) == list(read_corpus(folder, format="folder"))
 

@@ -337,6 +337,8 @@ def test_point_id_is_stable_across_processes() -> None:
     assert out.stdout.strip() == PENGUIN_ID
 
 
-def test_split_key_is_the_group_else_the_key() -> None:
-    assert Item("s", "a.png", group="a").split_key == "a"
-    assert Item("s", "a.png").split_key == "a.png"
+def test_split_key_is_the_content_not_the_group_or_key() -> None:
+    # the split is by content, the same in every format (more in test_split.py)
+    assert Item("s", "a.png", text="A cat.", group="a").split_key == "text:a cat."
+    assert Item("t", "row-3", text="a  CAT.").split_key == "text:a cat."
+    assert Item("s", "a.png").split_key == "key:a.png"  # nothing else to go by

@@ -139,7 +139,9 @@ class _Captions:
 def _caption(directory: Path, stem: str, captions: _Captions) -> tuple[str | None, bool]:
     """The first line of the image's caption file, stripped (None when there is none), and
     whether it was cut to MAX_CAPTION_BYTES."""
-    caption_name = captions.find(stem)
+    # a Tux Paint mirror variant (penguin_mirror.png) is the same picture: it has no caption
+    # file of its own and takes the original's
+    caption_name = captions.find(stem) or captions.find(stem.removesuffix("_mirror"))
     if caption_name is None:
         return None, False
     path = directory / caption_name

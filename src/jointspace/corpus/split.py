@@ -1,10 +1,41 @@
-"""Deterministic train/validation/test assignment by item key."""
+"""Deterministic train/validation/test assignment by content.
+
+An item's split is drawn from a hash of its *content key* (`content_key`, `Item.split_key`):
+what the item is, not how it was packaged. The same files read as a folder, as a CSV manifest
+or as Parquet get the same split item for item, so a model trained on one packaging and
+evaluated on another is never tested on what it was trained on. (Keys and reader groups are
+no use for this: a folder's key is a relative path, a manifest's an id column or a hash of the
+row's cells, and only some readers know that several files are renderings of one picture.)
+
+The content key is, in this order:
+- `group:` + the reader's group for one of several captions of one image (COCO and Karpathy
+  read with captions="each", which mark the item with `caption_index`): an image's captions
+  differ, and splitting them apart would hold out images the model was trained on.
+- `text:` + the item's caption, normalised (Unicode NFC, casefolded, runs of whitespace made
+  one space), when it has a non-empty caption. Items that say the same thing share a split:
+  the PNG, SVG and mirrored renderings of one Tux Paint stamp share their caption, so no
+  rendering of a training picture is held out, in a folder or a manifest alike; and a
+  caption seen in training is never a held-out query. Two unrelated items with one caption
+  share a split too, which costs nothing.
+- `sha256:` + the sha256 of the image bytes, for an item without text: inline bytes, or the
+  image file (read only for such items, and only once per item).
+- `url:` + the image URL for a remote image without text (its bytes are not at hand before
+  the download), else `key:` + the item key (an unreadable file: the item is skipped anyway).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import unicodedata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .item import Item
 
 SPLITS = ("train", "val", "test")
+_REMOTE = ("http://", "https://")
+_BLOCK = 1 << 20
 
 
 def split_of(key: str, val_percent: int = 10, test_percent: int = 20) -> str:
@@ -16,3 +47,38 @@ def split_of(key: str, val_percent: int = 10, test_percent: int = 20) -> str:
     if bucket < test_percent + val_percent:
         return "val"
     return "train"
+
+
+def normalise_caption(text: str) -> str:
+    """A caption as the content key sees it: NFC, casefolded, whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFC", text).casefold().split())
+
+
+def content_key(item: Item) -> str:
+    """What `item` is, for the split and the training digest (see the module docstring)."""
+    if item.group and "caption_index" in item.extra:
+        return f"group:{item.group}"
+    caption = normalise_caption(item.text) if item.text else ""
+    if caption:
+        return f"text:{caption}"
+    if item.image_bytes:
+        return f"sha256:{hashlib.sha256(item.image_bytes).hexdigest()}"
+    if item.image and item.image.lower().startswith(_REMOTE):
+        return f"url:{item.image}"
+    if item.image:
+        digest = _file_sha256(item.image)
+        if digest is not None:
+            return f"sha256:{digest}"
+    return f"key:{item.key}"
+
+
+def _file_sha256(path: str) -> str | None:
+    """The sha256 of a file's bytes, streamed; None when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with Path(path).open("rb") as file:
+            for block in iter(lambda: file.read(_BLOCK), b""):
+                digest.update(block)
+    except (OSError, ValueError):  # missing, unreadable, a folder, a NUL in the name
+        return None
+    return digest.hexdigest()

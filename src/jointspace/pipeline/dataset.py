@@ -74,7 +74,7 @@ def build_feature_set(
         query[captioned] = encode_texts(queries, backbone, cache)
     features = FeatureSet(
         keys=[e.item.key for e in encoded],
-        groups=[e.item.split_key for e in encoded],
+        groups=[e.item.group or e.item.key for e in encoded],
         labels=[e.item.labels[0] if e.item.labels else None for e in encoded],
         image=image,
         image_mask=image_mask,

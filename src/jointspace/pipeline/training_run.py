@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..corpus.item import Item, Skipped
-from ..corpus.split import split_of
+from ..corpus.split import SPLITS, split_of
 from ..errors import JointspaceError
 from .backbone import Backbone
 from .checkpoint import save_model
@@ -19,17 +19,25 @@ from .corruption import junk_features
 from .dataset import FeatureSet, build_feature_set
 from .features import FeatureCache
 from .model import EncoderConfig
+from .seen import SeenDigest
 from .train import EpochRecord, TrainConfig, train_encoder
 
 MIN_TRAIN_ITEMS = 8
 
 
 def split_feature_set(features: FeatureSet) -> dict[str, FeatureSet]:
-    """The train, val and test parts of a feature set, by each key's deterministic split."""
-    splits = np.array([split_of(group) for group in features.groups])
-    return {
-        name: features.subset(np.flatnonzero(splits == name)) for name in ("train", "val", "test")
-    }
+    """The train, val and test parts of a feature set, by each item's deterministic split (of
+    its content key, the same whatever the format; see corpus/split.py)."""
+    keys = [item.split_key for item in features.items] if features.items else features.groups
+    splits = np.array([split_of(key) for key in keys])
+    return {name: features.subset(np.flatnonzero(splits == name)) for name in SPLITS}
+
+
+def seen_digest(parts: dict[str, FeatureSet]) -> dict[str, Any]:
+    """The card entry that records which items a model was trained and validated on: a digest
+    of their content keys (pipeline/seen.py), which evaluation checks held-out items against."""
+    items = parts["train"].items + parts["val"].items
+    return SeenDigest.of(item.split_key for item in items).to_dict()
 
 
 def load_features(
@@ -42,9 +50,12 @@ def load_features(
     """A corpus's features through the cache under `home`."""
     cache = FeatureCache.for_backbone(home, backbone.fingerprint)
     try:
-        return build_feature_set(records, backbone, cache, workers=workers, on_batch=on_items)
+        features, skipped = build_feature_set(
+            records, backbone, cache, workers=workers, on_batch=on_items
+        )
     finally:
         cache.close()
+    return features, skipped
 
 
 def train_model(
@@ -82,6 +93,7 @@ def train_model(
         "best_epoch": result.best_epoch,
         "val_metrics": result.val_metrics,
         "history": [asdict(r) for r in result.history],
+        "seen": seen_digest(parts),
     }
     backbone_card = {
         "spec": backbone_spec,
