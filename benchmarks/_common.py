@@ -240,11 +240,11 @@ import json, sys, time
 started = time.perf_counter()
 import jointspace.cli, jointspace.ingest.run, jointspace.store
 from pathlib import Path
-from jointspace.query.encoder import QueryEncoder
+from jointspace.pipeline.loaded import LoadedModel
 imported = time.perf_counter()
-encoder = QueryEncoder.load(Path(sys.argv[1]))
+loaded_model = LoadedModel.load(Path(sys.argv[1]))
 loaded, cpu = time.perf_counter(), time.process_time()
-encoder.backbone
+loaded_model.backbone
 print(json.dumps({"imports_s": imported - started, "model_s": loaded - imported,
                   "backbone_s": time.perf_counter() - loaded,
                   "backbone_cpu_s": time.process_time() - cpu}))

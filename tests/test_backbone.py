@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import sqlite3
 from pathlib import Path
 
 import numpy as np
-import open_clip
 import pytest
 import torch
+from conftest import EMBED_DIM, TINY, TINY_OTHER
 from PIL import Image
 
 from jointspace.corpus.images import decode_image
@@ -27,39 +26,6 @@ from jointspace.pipeline.features import (
     stack_features,
 )
 from jointspace.pipeline.views import augmented_view, view_features
-
-TINY = "jointspace-test-tiny-vit"
-TINY_OTHER = "jointspace-test-tiny-vit-48"
-EMBED_DIM = 32
-
-
-def _tiny_config(image_size: int) -> dict:
-    return {
-        "embed_dim": EMBED_DIM,
-        "vision_cfg": {"image_size": image_size, "layers": 1, "width": 64, "patch_size": 16},
-        "text_cfg": {
-            "context_length": 77,
-            "vocab_size": 49408,
-            "width": 64,
-            "heads": 2,
-            "layers": 1,
-        },
-    }
-
-
-@pytest.fixture(scope="module")
-def tiny_configs(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Register two tiny open_clip model configs (32 px and 48 px images)."""
-    folder = tmp_path_factory.mktemp("open_clip_configs")
-    (folder / f"{TINY}.json").write_text(json.dumps(_tiny_config(32)))
-    (folder / f"{TINY_OTHER}.json").write_text(json.dumps(_tiny_config(48)))
-    open_clip.add_model_config(folder)
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_configs: None) -> Backbone:
-    return Backbone(f"{TINY}:random")
-
 
 # --- (a) the open_clip code path with a tiny random model ---------------------------------------
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from conftest import Session, invoke, json_stdout, run_cli
-from test_cli import assert_bad_run
+from conftest import Session, assert_bad_run, invoke, json_stdout, run_cli
 
 
 def _ingest(session: Session, home: Path, *args: str) -> dict:

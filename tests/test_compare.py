@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jointspace.evaluation.compare import VARIANTS, gate_statistics, run_comparison, summarise
+from jointspace.evaluation.report import write_report
+from jointspace.evaluation.tasks import TASKS, EvalSet, embed_with_model, with_corrupted_units
 from jointspace.pipeline.corruption import Junk
 from jointspace.pipeline.dataset import FeatureSet
 from jointspace.pipeline.model import EncoderConfig
 from jointspace.pipeline.train import TrainConfig, train_encoder
-from jointspace.query.compare import VARIANTS, gate_statistics, run_comparison, summarise
-from jointspace.query.evaluate import TASKS, EvalSet, embed_with_model, with_corrupted_units
-from jointspace.query.report import write_report
 
 IMAGE_DIM, TEXT_DIM, LABELS = 24, 16, 6
 

@@ -1,4 +1,4 @@
-"""`jointspace collections`: list, inspect and drop collections."""
+"""`jointspace collections`: list, inspect, prune and drop collections."""
 
 from __future__ import annotations
 
@@ -7,79 +7,32 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .common import (
-    JsonOpt,
-    Settings,
-    collections_app,
-    handles_errors,
-    print_json,
-    stderr,
-    stdout,
-)
+from .common import JsonOpt, collections_app, handles_errors, print_json, stderr, stdout
+
+YesOpt = Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")]
 
 
 @collections_app.command("list")
 @handles_errors
 def collections_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Collections with their aliases, point counts and models (versions of an alias are
-    named ALIAS_vN; the alias points at the current one)."""
-    settings: Settings = ctx.obj
-    with settings.open_store() as store:
-        infos = [store.info(name) for name in store.list_collections()]
-        aliases = store.list_aliases()
-    aliases_of = {
-        info.name: sorted(a for a, c in aliases.items() if c == info.name) for info in infos
-    }
+    """Collections with their aliases, point counts, models and state (a collection another
+    process is writing is listed as busy; versions of an alias are named ALIAS_vN)."""
+    with ctx.obj.space() as space:
+        summaries, aliases = space.collections(), space.aliases()
     if as_json:
-        print_json(
-            {
-                "collections": [
-                    {**_info_document(i), "aliases": aliases_of[i.name]} for i in infos
-                ],
-                "aliases": aliases,
-            }
-        )
+        print_json({"collections": [s.to_dict() for s in summaries], "aliases": aliases})
         return
     table = Table(title="collections")
-    for column in ("name", "aliases", "points", "model", "backbone"):
+    for column in ("name", "aliases", "points", "model", "backbone", "state"):
         table.add_column(column)
-    for info in infos:
-        table.add_row(
-            info.name,
-            ", ".join(aliases_of[info.name]),
-            str(info.points),
-            str(info.metadata.get("model_id", "")),
-            str(info.metadata.get("backbone", "")),
-        )
+    for s in summaries:
+        state = s.state if s.state == "ready" else f"{s.state}: {s.detail}"
+        points = "?" if s.points is None else str(s.points)
+        backbone = str(s.metadata.get("backbone", ""))
+        table.add_row(s.name, ", ".join(s.aliases), points, s.model_id or "", backbone, state)
     stdout.print(table)
-
-
-@collections_app.command("prune")
-@handles_errors
-def collections_prune(
-    ctx: typer.Context,
-    alias: Annotated[str, typer.Argument(help="The alias whose old versions to drop.")],
-    keep: Annotated[int, typer.Option(help="Old versions to keep besides the current.")] = 0,
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
-) -> None:
-    """Drop the old versions (ALIAS_vN) an alias no longer points at."""
-    from ..store.versions import prune
-
-    settings: Settings = ctx.obj
-    if not yes and not typer.confirm(f"Drop the old versions of '{alias}'?"):
-        raise typer.Exit(1)
-    with settings.open_store() as store:
-        dropped = prune(store, alias, keep)
-    stderr.print(f"Dropped {len(dropped)} old versions: {', '.join(dropped) or 'none'}.")
-
-
-def _info_document(info) -> dict:
-    return {
-        "name": info.name,
-        "points": info.points,
-        "vectors": dict(info.vectors),
-        "metadata": dict(info.metadata),
-    }
+    if not summaries:
+        stderr.print(f"No collections in {space.url or space.home}.")
 
 
 @collections_app.command("info")
@@ -89,19 +42,36 @@ def collections_info(
     name: Annotated[str, typer.Argument(help="Collection name.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """A collection's points, vectors and the model that embedded it."""
-    settings: Settings = ctx.obj
-    with settings.open_store() as store:
-        document = _info_document(store.info(name))
+    """A collection's points, vectors, filterable fields and the model that embedded it."""
+    with ctx.obj.space() as space:
+        summary = space.collection(name).info()
     if as_json:
-        print_json(document)
+        print_json(summary.to_dict())
         return
-    table = Table(title=f"collection '{name}'", show_header=False)
-    table.add_row("points", str(document["points"]))
-    table.add_row("vectors", ", ".join(f"{k} ({v}-d)" for k, v in document["vectors"].items()))
-    for key, value in document["metadata"].items():
+    table = Table(title=f"collection '{summary.name}'", show_header=False)
+    table.add_row("points", str(summary.points))
+    table.add_row("vectors", ", ".join(f"{k} ({v}-d)" for k, v in summary.vectors.items()))
+    table.add_row("aliases", ", ".join(summary.aliases))
+    table.add_row("filterable", ", ".join(summary.filterable))
+    for key, value in summary.metadata.items():
         table.add_row(key, str(value))
     stdout.print(table)
+
+
+@collections_app.command("prune")
+@handles_errors
+def collections_prune(
+    ctx: typer.Context,
+    alias: Annotated[str, typer.Argument(help="The alias whose old versions to drop.")],
+    keep: Annotated[int, typer.Option(min=0, help="Old versions to keep besides the current.")] = 0,
+    yes: YesOpt = False,
+) -> None:
+    """Drop the old versions (ALIAS_vN) an alias no longer points at."""
+    if not yes and not typer.confirm(f"Drop the old versions of '{alias}'?"):
+        raise typer.Exit(1)
+    with ctx.obj.space() as space:
+        dropped = space.prune(alias, keep)
+    stderr.print(f"Dropped {len(dropped)} old versions: {', '.join(dropped) or 'none'}.")
 
 
 @collections_app.command("drop")
@@ -109,12 +79,11 @@ def collections_info(
 def collections_drop(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Collection name.")],
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
 ) -> None:
     """Delete a collection and its points."""
-    settings: Settings = ctx.obj
     if not yes and not typer.confirm(f"Delete collection '{name}' and all its points?"):
         raise typer.Exit(1)
-    with settings.open_store() as store:
-        store.drop_collection(name)
+    with ctx.obj.space() as space:
+        space.drop(name)
     stderr.print(f"Dropped collection '{name}'.")

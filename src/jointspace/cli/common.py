@@ -1,6 +1,7 @@
-"""What every command shares: the app, consoles, global options, error handling, helpers.
+"""What every command shares: the app, consoles, global options, error handling, rendering.
 
-The `jointspace` command line is the only place that parses arguments and prints.
+The `jointspace` command line is the only place that parses arguments and prints. Each command
+parses its options, calls one function of the public API (`jointspace`), and renders the result.
 
 Results go to stdout (a table for people, one JSON document with --json); progress, logs and
 errors go to stderr. Exit codes: 0 success, 1 a bad run (one sentence says what to do), 2 usage.
@@ -8,28 +9,63 @@ errors go to stderr. Exit codes: 0 success, 1 a bad run (one sentence says what 
 
 from __future__ import annotations
 
+import errno
 import functools
-import hashlib
-import itertools
 import json
-import os
+import logging
 import sys
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress
 from rich.table import Table
+from typer.core import TyperGroup
 
-from ..corpus.item import Item, Skipped
-from ..corpus.split import split_of
-from ..errors import JointspaceError
-from ..store.base import Store
+import jointspace as js
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Global options, accepted before or after the command (`jointspace collections list --home X`).
+_GLOBAL_VALUED = ("--home", "--qdrant-url", "--api-key")
+_GLOBAL_FLAGS = ("--grpc", "--no-grpc")
+
+
+class GlobalOptionsGroup(TyperGroup):
+    """Moves the global options found after a command name to the front, where the top-level
+    group parses them."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        front: list[str] = []
+        rest: list[str] = []
+        seen_command = False
+        index = 0
+        while index < len(args):
+            arg = args[index]
+            if arg == "--":
+                rest.extend(args[index:])
+                break
+            name = arg.split("=", 1)[0]
+            if seen_command and name in _GLOBAL_VALUED:
+                takes_next = "=" not in arg and index + 1 < len(args)
+                front.extend(args[index : index + 1 + takes_next])
+                index += 1 + takes_next
+                continue
+            if seen_command and arg in _GLOBAL_FLAGS:
+                front.append(arg)
+            else:
+                seen_command = seen_command or not arg.startswith("-")
+                rest.append(arg)
+            index += 1
+        return super().parse_args(ctx, front + rest)
+
 
 app = typer.Typer(
+    cls=GlobalOptionsGroup,
     help="Search image-text collections: train a gated joint embedding of text, images and "
     "image+text units, ingest corpora into Qdrant, and query them with text, an image, or both.",
     no_args_is_help=True,
@@ -44,13 +80,11 @@ app.add_typer(collections_app, name="collections")
 stdout = Console(soft_wrap=True, markup=False)
 stderr = Console(stderr=True)
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 SourcesArg = Annotated[
     list[Path],
     typer.Argument(
-        help="Corpus: a folder of images with same-named .txt captions, "
-        "or a CSV/TSV/JSONL/Parquet manifest. Several may be given."
+        help="Corpus: a folder of images with same-named .txt captions, a CSV/TSV/JSONL/Parquet "
+        "manifest, a COCO or Karpathy captions JSON, or WebDataset shards. Several may be given."
     ),
 ]
 FormatOpt = Annotated[
@@ -59,35 +93,65 @@ FormatOpt = Annotated[
 ]
 ImageColumnOpt = Annotated[str | None, typer.Option(help="Manifest column of image paths/URLs.")]
 TextColumnOpt = Annotated[str | None, typer.Option(help="Manifest column of captions.")]
-LabelColumnOpt = Annotated[str | None, typer.Option("--label", help="Manifest column of labels.")]
+LabelColumnOpt = Annotated[
+    str | None, typer.Option("--label-column", "--label", help="Manifest column of labels.")
+]
+ImagesDirOpt = Annotated[Path | None, typer.Option(help="COCO/Karpathy: the folder of images.")]
+CaptionsOpt = Annotated[
+    str | None, typer.Option(help="COCO/Karpathy: first | join | each (one unit each).")
+]
+KarpathySplitOpt = Annotated[
+    str | None, typer.Option(help="Karpathy: train | val | test | restval | all.")
+]
+ImageEncodingOpt = Annotated[
+    str | None, typer.Option(help="Manifests: base64 when the image column holds base64.")
+]
+TextOnlyOpt = Annotated[
+    bool, typer.Option("--text-only", help="Manifests: read the texts alone (no image column).")
+]
+ImageOnlyOpt = Annotated[
+    bool, typer.Option("--image-only", help="Manifests: read the images alone (no text column).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
-WorkersOpt = Annotated[int, typer.Option(help="Image decoding worker processes.")]
+WorkersOpt = Annotated[int, typer.Option(min=0, help="Image decoding worker processes.")]
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option(help="Model checkpoint; default: the one that embedded the collection."),
+]
 
 
-class Settings:
-    """Global options: where the embedded store lives, or which server to use."""
+def source_options(
+    format: str = "auto",
+    image_column: str | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    images_dir: Path | None = None,
+    captions: str | None = None,
+    karpathy_split: str | None = None,
+    image_encoding: str | None = None,
+    text_only: bool = False,
+    image_only: bool = False,
+) -> js.SourceOptions:
+    """The reader options of a command, as the API takes them."""
+    return js.SourceOptions(
+        format,
+        image_column,
+        text_column,
+        label_column,
+        images_dir,
+        captions,
+        karpathy_split,
+        image_encoding,
+        text_only,
+        image_only,
+    )
 
-    def __init__(self, home: Path, url: str | None, api_key: str | None, grpc: bool) -> None:
-        self.home, self.url, self.api_key, self.grpc = home, url, api_key, grpc
 
-    def open_store(self, **server_options: Any) -> Store:
-        """The server at --qdrant-url, else the embedded store under --home."""
-        from ..store import open_store
-
-        return open_store(
-            home=self.home / "qdrant",
-            url=self.url,
-            api_key=self.api_key,
-            prefer_grpc=self.grpc,
-            **server_options,
-        )
-
-    def open_embedded(self) -> Store:
-        """The embedded store under --home, whatever --qdrant-url says."""
-        from ..store import open_store
-
-        return open_store(home=self.home / "qdrant")
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"jointspace {js.__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -119,22 +183,51 @@ def main_options(
             help="Talk to the server over gRPC (port 6334) when it answers there, else REST.",
         ),
     ] = True,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
 ) -> None:
-    """Global options (also read from environment variables)."""
+    """Global options (also read from environment variables; accepted after the command too)."""
     ctx.obj = Settings(home, qdrant_url, api_key, grpc)
 
 
+class Settings:
+    """The global options; `space()` connects with them (the home is checked then)."""
+
+    def __init__(self, home: Path, url: str | None, api_key: str | None, grpc: bool) -> None:
+        self.home, self.url, self.api_key, self.grpc = home, url, api_key, grpc
+
+    def space(self) -> js.Space:
+        return js.connect(self.home, self.url, self.api_key, grpc=self.grpc)
+
+    def home_dir(self) -> Path:
+        """The home folder, checked usable (for commands that need no store)."""
+        return self.embedded().home
+
+    def embedded(self) -> js.Space:
+        """The embedded store under --home, whatever --qdrant-url says."""
+        return js.connect(self.home, grpc=self.grpc)
+
+
 def handles_errors(command: F) -> F:
-    """A bad run prints one sentence to stderr and exits 1; Ctrl-C says what was kept."""
+    """A bad run prints one sentence to stderr and exits 1; Ctrl-C says what was kept; a full
+    disk is a bad run too."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _log_to_stderr()
         try:
             return command(*args, **kwargs)
-        except JointspaceError as error:
-            # escaped: a path like "data[v2]" is text, not markup; soft_wrap: one line, unwrapped
-            stderr.print(f"[red]Error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+        except js.JointspaceError as error:
+            _fail(str(error))
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            _fail(
+                f"No space left on the device ({error.filename or 'writing'}); free some space "
+                "and re-run: what was written is kept."
+            )
         except KeyboardInterrupt:
             stderr.print(
                 "Interrupted: what was written is kept; re-run the same command to finish."
@@ -144,70 +237,85 @@ def handles_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def read_sources(
-    sources: list[Path],
-    format: str,
-    image_column: str | None = None,
-    text_column: str | None = None,
-    label_column: str | None = None,
-    **options: Any,
-) -> Iterator[Item | Skipped]:
-    """The records of every source, one after the other. Options left None are not given to
-    the readers; an option a format does not take is a bad run."""
-    from ..corpus.readers import read_corpus
-
-    options.update(image_column=image_column, text_column=text_column, label_column=label_column)
-    # opened eagerly so a missing source or bad format fails before any work starts
-    streams = [read_corpus(source, format, **options) for source in sources]
-    return itertools.chain.from_iterable(streams)
+def _fail(message: str) -> None:
+    # escaped: a path like "data[v2]" is text, not markup; soft_wrap: one line, unwrapped
+    stderr.print(f"[red]Error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1) from None
 
 
-def in_shard(records: Iterable[Item | Skipped], shard: str | None) -> Iterator[Item | Skipped]:
-    """The slice `I/N` of the records (by a hash of each item's point id): N machines given
-    0/N … N-1/N ingest disjoint parts that together are the whole corpus."""
-    if shard is None:
-        yield from records
-        return
-    index, _, count = shard.partition("/")
-    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
-        raise JointspaceError(f"--shard {shard!r} is not I/N with 0 <= I < N (e.g. 0/4).")
-    for record in records:
-        key = record.point_id if isinstance(record, Item) else f"{record.source}\x00{record.key}"
-        if int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % int(count) == int(index):
-            yield record
+def _log_to_stderr() -> None:
+    """Library warnings (a rebuilt cache, ...) as one line each on stderr."""
+    logger = logging.getLogger("jointspace")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("Warning: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
 
 
-def only_split(records: Iterable[Item | Skipped], split: str) -> Iterator[Item | Skipped]:
-    if split == "all":
-        yield from records
-        return
-    for record in records:
-        if isinstance(record, Item) and split_of(record.split_key) == split:
-            yield record
+class ProgressView:
+    """Shows the API's Progress reports: a bar per stage on a terminal; without one (a log
+    file, CI), a line per stage every 10 s, a line per epoch, and each stage's last state."""
 
+    LOG_EVERY = 10.0
 
-def progress_bar(quiet: bool) -> Progress:
-    """Progress bars on stderr; off with --quiet or when stderr is not a terminal."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    def __init__(self, quiet: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=stderr,
-        disable=quiet or not stderr.is_terminal,
-        transient=False,
-    )
+        self.quiet = quiet
+        self.lines = not quiet and not stderr.is_terminal
+        self.bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=stderr,
+            disable=quiet or not stderr.is_terminal,
+        )
+        self.tasks: dict[str, Any] = {}
+        self.last: dict[str, js.Progress] = {}
+        self.logged: dict[str, float] = {}
+
+    def __enter__(self) -> ProgressView:
+        self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.__exit__(*exc)
+        for stage, report in self.last.items():
+            if self.logged.get(stage) != -1.0:
+                self._line(report)
+
+    def __call__(self, report: js.Progress) -> None:
+        if report.stage not in self.tasks:
+            self.tasks[report.stage] = self.bars.add_task(report.stage, total=report.total, info="")
+        self.bars.update(
+            self.tasks[report.stage], completed=report.done, total=report.total, info=report.info
+        )
+        self.last[report.stage] = report
+        now = time.monotonic()
+        per_event = report.stage in ("epochs", "variants") or report.info == "loading model"
+        if per_event or now - self.logged.get(report.stage, 0.0) > self.LOG_EVERY:
+            self._line(report)
+            self.logged[report.stage] = -1.0 if report.info == "loading model" else now
+
+    def _line(self, report: js.Progress) -> None:
+        if not self.lines:
+            return
+        total = f"/{report.total}" if report.total else ""
+        info = f", {report.info}" if report.info else ""
+        stderr.print(f"{report.stage}: {report.done}{total}{info}", highlight=False)
+        self.logged[report.stage] = time.monotonic()
 
 
 def print_json(document: Any) -> None:
@@ -226,14 +334,16 @@ def metrics_table(title: str, tasks: dict[str, dict[str, float]]) -> Table:
     return table
 
 
-def count_hint(sources: list[Path]) -> int | None:
-    """Number of items when it is cheap to know (a folder: count image files)."""
-    from ..corpus.folder import IMAGE_SUFFIXES
+def printable(text: str | None, limit: int = 120) -> str:
+    """User text for a table cell: control and bidi-override characters shown escaped, cut to
+    `limit` characters."""
+    if not text:
+        return ""
+    shown = "".join(
+        ch if ch.isprintable() and ch not in _BIDI else ch.encode("unicode_escape").decode()
+        for ch in text
+    )
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
-    total = 0
-    for source in sources:
-        if not source.is_dir():
-            return None
-        for _, _, files in os.walk(source):
-            total += sum(Path(f).suffix.lower() in IMAGE_SUFFIXES for f in files)
-    return total
+
+_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")

@@ -3,36 +3,60 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from ..corpus.item import Item, Skipped
-from ..corpus.split import SPLITS
-from ..errors import JointspaceError
+import jointspace as js
+
 from .common import (
+    CaptionsOpt,
     FormatOpt,
     ImageColumnOpt,
+    ImageEncodingOpt,
+    ImageOnlyOpt,
+    ImagesDirOpt,
     JsonOpt,
+    KarpathySplitOpt,
     LabelColumnOpt,
+    ProgressView,
     QuietOpt,
-    Settings,
     SourcesArg,
     TextColumnOpt,
+    TextOnlyOpt,
     WorkersOpt,
     app,
-    count_hint,
     handles_errors,
     metrics_table,
     print_json,
-    progress_bar,
-    read_sources,
-    stderr,
+    source_options,
     stdout,
 )
+
+CompareOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compare",
+        help="Train and compare every variant (gated, nogate, weighted, concat, mean, loss "
+        "ablations) on the same cached features, splits and seeds.",
+    ),
+]
+CorruptUnitsOpt = Annotated[
+    list[float] | None,
+    typer.Option(
+        "--corrupt-units",
+        min=0.0,
+        max=1.0,
+        help="Fraction of gallery units with one modality corrupted "
+        "(repeatable: 0 --corrupt-units 0.2 ... gives curves).",
+    ),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(help="Write report.md, report.json and PNG charts to this folder (--compare)."),
+]
 
 
 @app.command(name="eval")
@@ -43,34 +67,23 @@ def evaluate(
     model: Annotated[
         Path | None, typer.Option(help="Model checkpoint to evaluate (not needed with --compare).")
     ] = None,
-    compare: Annotated[
-        bool,
-        typer.Option(
-            "--compare",
-            help="Train and compare every variant (gated, nogate, weighted, concat, "
-            "mean, loss ablations) on the same cached features, splits and seeds.",
-        ),
-    ] = False,
-    seeds: Annotated[int, typer.Option(help="Seeds per variant with --compare.")] = 3,
-    corrupt_units: Annotated[
-        list[float] | None,
-        typer.Option(
-            "--corrupt-units",
-            help="Fraction of gallery units with one modality corrupted "
-            "(repeatable: 0 --corrupt-units 0.2 ... gives curves).",
-        ),
-    ] = None,
-    backbone: Annotated[
-        str, typer.Option(help="Backbone for --compare (default: offline).")
-    ] = "offline",
-    epochs: Annotated[int, typer.Option(help="Most epochs per variant with --compare.")] = 60,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="Write report.md, report.json and PNG charts to this folder (--compare)."
-        ),
-    ] = None,
+    compare: CompareOpt = False,
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per variant with --compare.")] = 3,
+    corrupt_units: CorruptUnitsOpt = None,
+    backbone: Annotated[str, typer.Option(help="Backbone for --compare.")] = "offline",
+    epochs: Annotated[int, typer.Option(min=1, help="Most epochs per variant (--compare).")] = 60,
+    out: OutOpt = None,
     split: Annotated[str, typer.Option(help="Split to evaluate on (held out: test).")] = "test",
+    allow_overlap: Annotated[
+        bool,
+        typer.Option(help="Evaluate even items the model saw in training (counted as overlap)."),
+    ] = False,
+    images_dir: ImagesDirOpt = None,
+    captions: CaptionsOpt = None,
+    karpathy_split: KarpathySplitOpt = None,
+    image_encoding: ImageEncodingOpt = None,
+    text_only: TextOnlyOpt = False,
+    image_only: ImageOnlyOpt = False,
     format: FormatOpt = "auto",
     image_column: ImageColumnOpt = None,
     text_column: TextColumnOpt = None,
@@ -82,98 +95,77 @@ def evaluate(
     """Evaluate on SOURCE's held-out split: six tasks (text|image → image|text|unit), paired
     protocol (R@k, MRR, nDCG@10) and, when items have labels, labelled MAP. With --compare,
     train and compare all variants over seeds, optionally with corrupted units."""
-    settings: Settings = ctx.obj
-    if split not in SPLITS:
-        raise JointspaceError(f"Unknown split {split!r}; use train, val or test.")
     levels = tuple(corrupt_units or [0.0])
-    if any(not 0 <= p <= 1 for p in levels):
-        raise JointspaceError("--corrupt-units must be between 0 and 1.")
+    _check_mode(compare, model, levels)
+    reader = source_options(
+        format,
+        image_column,
+        text_column,
+        label_column,
+        images_dir,
+        captions,
+        karpathy_split,
+        image_encoding,
+        text_only,
+        image_only,
+    )
+    home = ctx.obj.home_dir()
+    with ProgressView(quiet) as progress:
+        if compare:
+            report = js.compare(
+                sources,
+                home=home,
+                backbone=backbone,
+                seeds=seeds,
+                corrupt_units=levels,
+                epochs=epochs,
+                out=out,
+                command="jointspace " + " ".join(sys.argv[1:]),
+                workers=workers,
+                source_options=reader,
+                on_progress=progress,
+            )
+        else:
+            report = js.evaluate(
+                sources,
+                model,
+                home=home,
+                split=split,
+                corrupt_units=levels[0],
+                allow_overlap=allow_overlap,
+                workers=workers,
+                source_options=reader,
+                on_progress=progress,
+            )
+    if as_json:
+        print_json(report.to_dict())
+    elif compare:
+        _render_comparison(report, seeds)
+    else:
+        _render_evaluation(report)
+
+
+def _check_mode(compare: bool, model: Path | None, levels: tuple[float, ...]) -> None:
     if not compare and (model is None or len(levels) > 1):
-        raise JointspaceError(
+        raise js.JointspaceError(
             "Pass --model MODEL_DIR with one --corrupt-units value, or --compare to train and "
             "compare every variant."
         )
-    records = read_sources(sources, format, image_column, text_column, label_column)
-    if compare:
-        _compare(
-            settings,
-            records,
-            sources,
-            backbone,
-            seeds,
-            levels,
-            epochs,
-            out,
-            workers,
-            as_json,
-            quiet,
-        )
-        return
-    from ..query.evaluate import evaluate_model
 
-    with progress_bar(quiet) as progress:
-        task = progress.add_task("features", total=count_hint(sources), info="")
-        result = evaluate_model(
-            records,
-            model,
-            settings.home,
-            split=split,
-            corrupt_units=levels[0],
-            workers=workers,
-            on_items=lambda n: progress.advance(task, n),
-        )
-    if as_json:
-        print_json(result)
-        return
-    stdout.print(f"{result['queries']} held-out items ({split} split), model {result['model_id']}")
-    stdout.print(metrics_table("six tasks", result["tasks"]))
-    for note in result["protocol"].values():
+
+def _render_evaluation(report: js.EvalReport) -> None:
+    stdout.print(f"{report.queries} held-out items ({report.split} split), model {report.model_id}")
+    stdout.print(metrics_table("six tasks", report.tasks))
+    for note in report.protocol.values():
         stdout.print(f"- {note}", highlight=False)
+    if report.overlap:
+        stdout.print(f"- {report.overlap} evaluated items were seen in training (--allow-overlap)")
+    elif report.overlap is None:
+        stdout.print("- the model records no digest of its training items: overlap not checked")
 
 
-def _compare(
-    settings: Settings,
-    records: Iterable[Item | Skipped],
-    sources: list[Path],
-    backbone: str,
-    seeds: int,
-    levels: tuple[float, ...],
-    epochs: int,
-    out: Path | None,
-    workers: int,
-    as_json: bool,
-    quiet: bool,
-) -> None:
-    from ..pipeline.train import TrainConfig
-    from ..query.compare import compare_on_corpus
-    from ..query.report import comparison_document, write_report
-
-    with progress_bar(quiet) as progress:
-        items = progress.add_task("features", total=count_hint(sources), info="")
-        steps = progress.add_task("variants", total=None, info="")
-
-        def on_step(step: str) -> None:
-            progress.update(steps, advance=1, info=step)
-            if not quiet and not stderr.is_terminal:
-                stderr.print(f"training {step}", highlight=False)
-
-        runs, context = compare_on_corpus(
-            records,
-            settings.home,
-            backbone,
-            seeds,
-            levels,
-            TrainConfig(epochs=epochs),
-            workers=workers,
-            on_items=lambda n: progress.advance(items, n),
-            on_step=on_step,
-        )
-    context["command"] = "jointspace " + " ".join(sys.argv[1:])
-    document = write_report(runs, context, out) if out else comparison_document(runs, context)
-    if as_json:
-        print_json(document)
-        return
-    for level in document["runs"]:
+def _render_comparison(report: js.ComparisonReport, seeds: int) -> None:
+    for level in report.runs:
         table = Table(
             title=f"MAP (labelled), {level['corrupt_units']:.0%} of units corrupted, "
             f"mean ± std over {seeds} seeds"
@@ -182,13 +174,8 @@ def _compare(
         for task in next(iter(level["variants"].values()))["tasks"]:
             table.add_column(task, justify="right")
         for name, variant in level["variants"].items():
-            table.add_row(
-                name,
-                *(
-                    f"{m['MAP']['mean']:.3f} ± {m['MAP']['std']:.3f}"
-                    for m in variant["tasks"].values()
-                ),
-            )
+            maps = (m["MAP"] for m in variant["tasks"].values())
+            table.add_row(name, *(f"{m['mean']:.3f} ± {m['std']:.3f}" for m in maps))
         stdout.print(table)
-    if out:
-        stdout.print(f"Report written to {out / 'report.md'}")
+    if report.report_dir:
+        stdout.print(f"Report written to {Path(report.report_dir) / 'report.md'}")

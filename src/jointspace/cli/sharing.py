@@ -1,22 +1,19 @@
-"""Commands for a shared Qdrant server: publish, pull, snapshots, and raw query vectors."""
+"""Commands for a shared Qdrant server: publish, pull and snapshots."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from ..errors import JointspaceError
 from .common import (
     JsonOpt,
+    ProgressView,
     QuietOpt,
-    Settings,
     app,
     handles_errors,
     print_json,
-    progress_bar,
     stderr,
     stdout,
 )
@@ -40,51 +37,6 @@ RemoteKeyOpt = Annotated[
 ]
 
 
-def _copy(
-    settings: Settings,
-    collection: str,
-    url: str,
-    api_key: str | None,
-    publish: bool,
-    quiet: bool,
-    as_json: bool,
-) -> None:
-    from ..ingest.points import KEYWORD_FIELDS
-    from ..store.server import ServerStore
-    from ..store.transfer import copy_collection
-
-    with (
-        settings.open_embedded() as embedded,
-        ServerStore.connect(url, api_key, prefer_grpc=settings.grpc) as server,
-    ):
-        source, target = (embedded, server) if publish else (server, embedded)
-        total = source.count(collection)
-        with progress_bar(quiet) as progress:
-            task = progress.add_task("publish" if publish else "pull", total=total, info="")
-            copied = copy_collection(
-                source,
-                collection,
-                target,
-                keyword_fields=KEYWORD_FIELDS,
-                on_batch=lambda done, seen: progress.update(task, completed=seen),
-            )
-        points = target.count(collection)
-    document = {
-        "collection": collection,
-        "copied": copied,
-        "points": points,
-        "direction": "publish" if publish else "pull",
-        "server": url,
-    }
-    if as_json:
-        print_json(document)
-    else:
-        stdout.print(
-            f"{copied} points copied; '{collection}' now holds {points} points "
-            f"({'on the server' if publish else 'in the embedded store'})."
-        )
-
-
 @app.command()
 @handles_errors
 def publish(
@@ -97,7 +49,9 @@ def publish(
 ) -> None:
     """Copy an embedded collection to a Qdrant server: vectors and payload, no re-embedding.
     Resumable (re-run after an interruption), verified by count."""
-    _copy(ctx.obj, collection, to, remote_api_key, True, quiet, as_json)
+    with ctx.obj.embedded() as space, ProgressView(quiet) as progress:
+        report = space.publish(collection, to, remote_api_key, on_progress=progress)
+    _render_copy(report.to_dict(), as_json, "on the server")
 
 
 @app.command()
@@ -111,16 +65,19 @@ def pull(
     quiet: QuietOpt = False,
 ) -> None:
     """Copy a server collection into the embedded store for offline use (resumable)."""
-    _copy(ctx.obj, collection, source, remote_api_key, False, quiet, as_json)
+    with ctx.obj.embedded() as space, ProgressView(quiet) as progress:
+        report = space.pull(collection, source, remote_api_key, on_progress=progress)
+    _render_copy(report.to_dict(), as_json, "in the embedded store")
 
 
-def _server(settings: Settings):
-    if not settings.url:
-        raise JointspaceError(
-            "Snapshots are for server collections: set --qdrant-url or QDRANT_URL (the embedded "
-            "store is a folder; back up --home instead)."
-        )
-    return settings.open_store()
+def _render_copy(document: dict, as_json: bool, where: str) -> None:
+    if as_json:
+        print_json(document)
+        return
+    stdout.print(
+        f"{document['copied']} points copied; '{document['collection']}' now holds "
+        f"{document['points']} points ({where})."
+    )
 
 
 @snapshot_app.command("create")
@@ -129,8 +86,8 @@ def snapshot_create(
     ctx: typer.Context, collection: CollectionOpt, as_json: JsonOpt = False
 ) -> None:
     """Snapshot a collection on the node at --qdrant-url."""
-    with _server(ctx.obj) as store:
-        snapshot = store.create_snapshot(collection)
+    with ctx.obj.space() as space:
+        snapshot = space.create_snapshot(collection)
     if as_json:
         print_json(vars(snapshot))
     else:
@@ -141,8 +98,8 @@ def snapshot_create(
 @handles_errors
 def snapshot_list(ctx: typer.Context, collection: CollectionOpt, as_json: JsonOpt = False) -> None:
     """A collection's snapshots on the node at --qdrant-url."""
-    with _server(ctx.obj) as store:
-        snapshots = store.list_snapshots(collection)
+    with ctx.obj.space() as space:
+        snapshots = space.list_snapshots(collection)
     if as_json:
         print_json({"snapshots": [vars(s) for s in snapshots]})
         return
@@ -164,50 +121,6 @@ def snapshot_restore(
     ],
 ) -> None:
     """Restore a collection from a snapshot (replaces its points)."""
-    with _server(ctx.obj) as store:
-        store.restore_snapshot(collection, location)
+    with ctx.obj.space() as space:
+        space.restore_snapshot(collection, location)
     stderr.print(f"Restored '{collection}' from {location}.")
-
-
-@app.command()
-@handles_errors
-def embed(
-    ctx: typer.Context,
-    text: Annotated[str | None, typer.Option(help="Text (keyword) query.")] = None,
-    image: Annotated[Path | None, typer.Option(help="Image file as the query.")] = None,
-    collection: Annotated[
-        str | None, typer.Option(help="Use the model that embedded this collection.")
-    ] = None,
-    model: Annotated[Path | None, typer.Option(help="Model checkpoint.")] = None,
-    target: Annotated[
-        str, typer.Option(help="unit | image | text: the named vector to search with this query.")
-    ] = "unit",
-    as_json: JsonOpt = False,
-) -> None:
-    """Print a query vector, so other teams can search a collection without our code (plain
-    qdrant-client or curl: `using` = the named vector)."""
-    from ..query.encoder import QueryEncoder
-    from ..query.search import open_query_encoder
-    from ..store.base import VECTOR_NAMES
-
-    if target not in VECTOR_NAMES:
-        raise JointspaceError(f"Unknown target {target!r}; use one of {', '.join(VECTOR_NAMES)}.")
-    settings: Settings = ctx.obj
-    if collection:
-        with settings.open_store() as store:
-            encoder = open_query_encoder(store, collection, model)
-    elif model:
-        encoder = QueryEncoder.load(model)
-    else:
-        raise JointspaceError("Pass --collection NAME (its model) or --model MODEL_DIR.")
-    vector = encoder.embed(text=text, image=image)
-    document = {
-        "using": target,
-        "vector": [round(float(v), 7) for v in vector],
-        "dim": len(vector),
-        "model_id": encoder.card.model_id,
-    }
-    if as_json:
-        print_json(document)
-    else:
-        stdout.print(" ".join(f"{v:.6f}" for v in document["vector"]))

@@ -25,7 +25,7 @@ from ..pipeline.corruption import KIND_NAMES, Junk, junk_features
 from ..pipeline.dataset import FeatureSet
 from ..pipeline.model import EncoderConfig, GatedEncoder
 from ..pipeline.train import TrainConfig, rsum, train_encoder, validation_metrics
-from .evaluate import (
+from .tasks import (
     CORRUPTION_SEED,
     Embedded,
     EvalSet,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .compare import ComparisonRuns, gate_statistics, summarise
-from .evaluate import TASKS
+from .tasks import TASKS
 
 TABLE_METRICS = ("R@1", "R@10", "MAP")
 CURVE_TASKS = ("text->unit", "image->unit")

@@ -25,14 +25,16 @@ import torch
 
 from ..corpus.item import Item, Skipped
 from ..corpus.keywords import keyword_query, name_query
+from ..corpus.split import split_of
 from ..errors import JointspaceError
 from ..metrics import identity_relevance, label_relevance, retrieval_metrics
 from ..pipeline.backbone import Backbone
-from ..pipeline.checkpoint import load_model
+from ..pipeline.checkpoint import CARD_FILE, ModelCard, load_model
 from ..pipeline.corruption import Junk, Units, corrupt_units, junk_features
 from ..pipeline.dataset import FeatureSet
 from ..pipeline.features import FeatureCache, encode_texts
 from ..pipeline.model import GatedEncoder
+from ..pipeline.seen import SeenDigest
 from ..pipeline.training_run import load_features, split_feature_set
 from ..pipeline.views import view_features
 
@@ -212,6 +214,39 @@ def protocol_notes(data: EvalSet, corrupt_units: float) -> dict[str, str]:
     return notes
 
 
+def seen_in_training(card: ModelCard) -> SeenDigest | None:
+    """The digest of what the model was trained and validated on; None for a model trained
+    before digests were recorded. A damaged digest stops the run with one sentence."""
+    entry = card.training.get("seen")
+    if entry is None:
+        return None
+    try:
+        return SeenDigest.from_dict(entry)
+    except ValueError as error:
+        raise JointspaceError(
+            f"The training digest in the model card {Path(card.path) / CARD_FILE} is damaged "
+            f"({error}); restore the card or retrain the model."
+        ) from None
+
+
+def count_overlap(seen: SeenDigest, items: list[Item]) -> tuple[int, str | None]:
+    """How many of `items` the model was trained or validated on, and the key of the first."""
+    hits = np.flatnonzero(seen.contains([item.split_key for item in items]))
+    return len(hits), (items[hits[0]].key if len(hits) else None)
+
+
+def check_overlap(seen: SeenDigest, items: list[Item], model_id: str, allow_overlap: bool) -> int:
+    """The number of `items` seen in training; unless `allow_overlap`, a bad run when any."""
+    overlap, example = count_overlap(seen, items)
+    if overlap and not allow_overlap:
+        raise JointspaceError(
+            f"{overlap} of {len(items)} evaluated items were in model {model_id}'s training or "
+            f"validation data (e.g. {example}); evaluate on held-out data, or pass "
+            "--allow-overlap to measure anyway."
+        )
+    return overlap
+
+
 def evaluate_model(
     records: Iterable[Item | Skipped],
     model_dir: Path,
@@ -220,11 +255,24 @@ def evaluate_model(
     corrupt_units: float = 0.0,
     workers: int = 1,
     on_items: Callable[[int], None] | None = None,
+    allow_overlap: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint on one split of a corpus; JSON-ready result."""
+    """Evaluate a checkpoint on one split of a corpus; JSON-ready result.
+
+    Every evaluated item is checked against the model's training digest: any item the model
+    was trained or validated on (whatever format either corpus was read in) is a bad run,
+    before any feature is computed, unless `allow_overlap`. The result's "overlap" is the
+    number of such items evaluated (so 0 without `allow_overlap`), None for a model trained
+    before models recorded a digest (which is evaluated as before, unchecked)."""
     model, card = load_model(model_dir)
+    seen = seen_in_training(card)
     backbone = Backbone(card.backbone["spec"])
+    if seen is not None:
+        records = list(records)
+        held = [r for r in records if isinstance(r, Item) and split_of(r.split_key) == split]
+        check_overlap(seen, held, card.model_id, allow_overlap)
     _, data = prepare_evaluation(records, home, backbone, split, workers, on_items)
+    overlap = None if seen is None else count_overlap(seen, data.gallery.items)[0]
     if corrupt_units:
         junk = junk_features(backbone, "eval")
         data = with_corrupted_units(data, corrupt_units, CORRUPTION_SEED, junk)
@@ -233,6 +281,7 @@ def evaluate_model(
         "split": split,
         "corrupt_units": corrupt_units,
         "queries": len(data.gallery),
+        "overlap": overlap,
         "tasks": task_metrics(data, embed_with_model(model, data)),
         "protocol": protocol_notes(data, corrupt_units),
     }

@@ -2,30 +2,38 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..corpus.item import Item, Skipped
-from ..errors import JointspaceError
+from ..corpus.item import TRUNCATED_REASON, Item, Skipped
 from ..pipeline.backbone import Backbone
 from ..pipeline.checkpoint import ModelCard
+from ..pipeline.collection_card import check_same_model, collection_card, vector_dims
 from ..pipeline.features import EncodedItem, FeatureCache, encode_items, stack_features
 from ..pipeline.model import GatedEncoder
 from ..store.base import Point, Store
 from .errors_file import ErrorsFile
-from .points import KEYWORD_FIELDS, build_points
+from .points import KEYWORD_FIELDS, NUMERIC_FIELDS, build_points
 
 
 @dataclass
 class IngestReport:
-    """What a run did: points written, items already stored, items skipped by reason."""
+    """What a run did: distinct points written (`ingested`), items already stored, items that
+    repeat an earlier item of this run (same point id: `duplicates`, merged into one point),
+    items skipped by reason, and how many of the ingested items had their caption cut to
+    MAX_CAPTION_BYTES (`truncated`). Every record read is counted once: ingested +
+    already_stored + duplicates + skipped."""
 
     collection: str
     ingested: int = 0
     already_stored: int = 0
+    duplicates: int = 0
+    truncated: int = 0
     skipped: int = 0
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
     errors_file: str | None = None
@@ -35,41 +43,42 @@ class IngestReport:
     def items_per_second(self) -> float:
         return self.ingested / self.seconds if self.seconds else 0.0
 
-
-def collection_metadata(card: ModelCard) -> dict:
-    """What a collection records about the model that embedded it."""
-    return {
-        "model_id": card.model_id,
-        "model_path": card.path,
-        "backbone": card.backbone["spec"],
-        "backbone_fingerprint": card.backbone["fingerprint"],
-        "dim": card.encoder.dim,
-    }
-
-
-def check_model_matches(store: Store, collection: str, card: ModelCard) -> None:
-    """Refuse a model other than the one that embedded the collection, naming both."""
-    stored = store.info(collection).metadata
-    if stored.get("model_id") != card.model_id:
-        raise JointspaceError(
-            f"Collection '{collection}' was embedded with model {stored.get('model_id')} "
-            f"({stored.get('model_path')}), not {card.model_id} ({card.path}); use that model, "
-            "or ingest into a new collection."
-        )
+    def to_dict(self) -> dict:
+        """The JSON form (`ingest --json`)."""
+        document = {k: v for k, v in vars(self).items()}
+        document["seconds"] = round(self.seconds, 3)
+        document["items_per_second"] = round(self.items_per_second, 2)
+        return document
 
 
 def ensure_collection(store: Store, collection: str, card: ModelCard) -> None:
-    """Create the collection for this model, or check that an existing one used it."""
+    """Create the collection for this model (its card, vectors and payload indexes), or check
+    that an existing one was embedded by this same model."""
     if store.has_collection(collection):
-        check_model_matches(store, collection, card)
+        check_same_model(collection, store.info(collection).metadata, card)
         return
-    dim = card.encoder.dim
     store.create_collection(
         collection,
-        {"unit": dim, "image": dim, "text": dim},
-        collection_metadata(card),
+        vector_dims(card),
+        collection_card(card),
         keyword_fields=KEYWORD_FIELDS,
+        fields=NUMERIC_FIELDS,
     )
+
+
+def _distinct(records: Iterable[Item | Skipped], report: IngestReport) -> Iterator[Item | Skipped]:
+    """Drop items whose point id came earlier in this run (a manifest row given twice): one
+    point is stored, so they count as `duplicates`, not as ingested. The ids seen are kept as
+    128-bit ints, about 80 MB per million distinct items."""
+    seen: set[int] = set()
+    for record in records:
+        if isinstance(record, Item):
+            point = uuid.UUID(record.point_id).int
+            if point in seen:
+                report.duplicates += 1
+                continue
+            seen.add(point)
+        yield record
 
 
 def _not_stored(
@@ -119,6 +128,7 @@ def run_ingest(
     started = time.perf_counter()
     report = IngestReport(collection)
     ensure_collection(store, collection, card)
+    records = _distinct(records, report)
     if not refresh:
         records = _not_stored(records, store, collection, report)
     with ErrorsFile(errors_path) as errors, store.bulk(collection):
@@ -129,6 +139,9 @@ def run_ingest(
                     errors.write(skipped)
                 if encoded:
                     store.upsert(collection, _embed(model, encoded))
+                for item in (e.item for e in encoded if e.item.truncated):
+                    errors.note(item, TRUNCATED_REASON)
+                    report.truncated += 1
                 report.ingested += len(encoded)
                 report.skipped = errors.count
                 report.seconds = time.perf_counter() - started
@@ -137,7 +150,7 @@ def run_ingest(
         finally:
             report.skipped = errors.count
             report.skipped_by_reason = dict(errors.reasons.most_common())
-            report.errors_file = str(errors_path) if errors.count else None
+            report.errors_file = str(errors_path) if errors.written else None
             report.seconds = time.perf_counter() - started
     return report
 
@@ -156,7 +169,36 @@ def _encoded(
     if first is None:
         return
     backbone = load_backbone()
-    yield from encode_items(itertools.chain([first], records), backbone, cache, batch_size, workers)
+    locators = _Locators()
+    stream = locators.track(itertools.chain([first], records))
+    for batch in encode_items(stream, backbone, cache, batch_size, workers):
+        yield locators.restore(batch)
+
+
+class _Locators:
+    """Where each item being encoded was read. An item whose image turns out bad comes back as
+    a new Skipped record with its source and key only; this gives it its locator back. Holds
+    the items in flight only (a few batches)."""
+
+    def __init__(self) -> None:
+        self._in_flight: dict[tuple[str, str], str | None] = {}
+
+    def track(self, records: Iterable[Item | Skipped]) -> Iterator[Item | Skipped]:
+        for record in records:
+            if isinstance(record, Item):
+                self._in_flight[(record.source, record.key)] = record.locator
+            yield record
+
+    def restore(self, batch: list[EncodedItem | Skipped]) -> list[EncodedItem | Skipped]:
+        restored: list[EncodedItem | Skipped] = []
+        for entry in batch:
+            if isinstance(entry, EncodedItem):
+                self._in_flight.pop((entry.item.source, entry.item.key), None)
+            elif entry.locator is None:  # a reader's own Skipped records know their place
+                locator = self._in_flight.pop((entry.source, entry.key), None)
+                entry = dataclasses.replace(entry, locator=locator)
+            restored.append(entry)
+        return restored
 
 
 def _embed(model: GatedEncoder, encoded: list[EncodedItem]) -> list[Point]:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-FUSIONS = ("gated", "fixed", "concat")
+from .names import FUSIONS
 
 
 @dataclass(frozen=True)

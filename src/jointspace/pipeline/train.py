@@ -17,8 +17,7 @@ from .corruption import IMAGE_BLANKED, TEXT_JUNK, Junk, Units, corrupt_units
 from .dataset import FeatureSet
 from .losses import make_loss
 from .model import EncoderConfig, GatedEncoder
-
-LOSSES = ("sum", "max", "sum-max", "infonce")
+from .names import LOSSES
 
 
 @dataclass(frozen=True)

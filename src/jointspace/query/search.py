@@ -1,51 +1,71 @@
-"""Search a collection with a text, an image, or both."""
+"""Search one collection: by a query vector, or by a stored point's own vector."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..errors import JointspaceError
-from ..store.base import VECTOR_NAMES, Hit, Store
-from .encoder import QueryEncoder
+from ..store.base import VECTOR_NAMES, Store
+from .hits import Hit
+
+Where = Mapping[str, Any]
+TARGETS = VECTOR_NAMES
 
 
-def model_dir_of(store: Store, collection: str) -> Path:
-    """The checkpoint a collection records as the model that embedded it."""
-    path = store.info(collection).metadata.get("model_path")
-    if not path:
-        raise JointspaceError(
-            f"Collection '{collection}' does not record its model; pass --model MODEL_DIR."
-        )
-    return Path(path)
-
-
-def open_query_encoder(store: Store, collection: str, model_dir: Path | None) -> QueryEncoder:
-    """The collection's own model, or `model_dir` after checking it is that same model."""
-    encoder = QueryEncoder.load(model_dir or model_dir_of(store, collection))
-    recorded = store.info(collection).metadata.get("model_id")
-    if recorded != encoder.card.model_id:
-        raise JointspaceError(
-            f"Collection '{collection}' was embedded with model {recorded}, not "
-            f"{encoder.card.model_id} ({encoder.card.path}); query it with its own model."
-        )
-    return encoder
-
-
-def search(
-    store: Store,
-    collection: str,
-    encoder: QueryEncoder,
-    text: str | None = None,
-    image: Path | None = None,
-    target: str = "unit",
-    k: int = 10,
-    where: Mapping[str, str] | None = None,
-) -> list[Hit]:
-    """The k best points of `target` (unit, image or text vectors) for the query."""
+def check_target(target: str) -> None:
+    """A bad run for a target that is not one of the named vectors."""
     if target not in VECTOR_NAMES:
         raise JointspaceError(f"Unknown target {target!r}; use one of {', '.join(VECTOR_NAMES)}.")
+
+
+def check_k(k: int) -> None:
     if k < 1:
-        raise JointspaceError("-k must be at least 1.")
-    vector = encoder.embed(text=text, image=image)
-    return store.search(collection, target, vector.tolist(), k, where)
+        raise JointspaceError(f"k must be at least 1 (got {k}).")
+
+
+def search_by_vector(
+    store: Store,
+    collection: str,
+    vector: Sequence[float],
+    target: str = "unit",
+    k: int = 10,
+    where: Where | None = None,
+) -> list[Hit]:
+    """The k best points of `target` (unit, image or text vectors) for a query vector."""
+    check_target(target)
+    check_k(k)
+    return [Hit.from_stored(h) for h in store.search(collection, target, list(vector), k, where)]
+
+
+def search_by_id(
+    store: Store,
+    collection: str,
+    point_id: str,
+    target: str = "unit",
+    k: int = 10,
+    where: Where | None = None,
+) -> list[Hit]:
+    """ "More like this": the k points nearest to a stored point's own `target` vector (no
+    re-embedding), the point itself left out."""
+    check_target(target)
+    check_k(k)
+    points = store.retrieve(collection, [point_id])
+    if not points:
+        raise JointspaceError(f"Collection '{collection}' has no point with id {point_id}.")
+    vector = points[0].vectors.get(target)
+    if vector is None:
+        raise JointspaceError(
+            f"Point {point_id} has no {target} vector (its item has no "
+            f"{'image' if target == 'image' else 'text'}); search another target."
+        )
+    hits = search_by_vector(store, collection, vector, target, k + 1, where)
+    return [hit for hit in hits if hit.id != points[0].id][:k]
+
+
+def parse_where(conditions: Sequence[str]) -> dict[str, Any]:
+    """A `where` dict from command-line conditions: KEY=VALUE, KEY=A,B (any of), KEY>=N,
+    KEY<N ...; repeated keys must all hold."""
+    from ..store.filters import parse_conditions
+
+    return parse_conditions(conditions)

@@ -1,0 +1,1 @@
+"""The public Python API's implementation; import it from `jointspace` (see its docstring)."""
