@@ -5,7 +5,6 @@ that names the path."""
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import re
@@ -17,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import open_clip
 import pytest
+from conftest import TINY
 from PIL import Image
 
 from jointspace.corpus.item import Item, text_hash
@@ -26,29 +25,8 @@ from jointspace.errors import JointspaceError
 from jointspace.pipeline.backbone import Backbone
 from jointspace.pipeline.features import EncodedItem, FeatureCache, encode_items, encode_texts
 
-TINY = "jointspace-test-cache-tiny-vit"
 TEXTS = [f"caption number {i}: a {colour} square" for i, colour in enumerate(["red", "blue"] * 40)]
 ASIDE = re.compile(r"\.corrupt-\d{8}-\d{6}(-\d+)?$")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Backbone:
-    """A tiny random open_clip model (32 px images, 32-d features)."""
-    folder = tmp_path_factory.mktemp("open_clip_configs")
-    config = {
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
-        "text_cfg": {
-            "context_length": 77,
-            "vocab_size": 49408,
-            "width": 64,
-            "heads": 2,
-            "layers": 1,
-        },
-    }
-    (folder / f"{TINY}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(folder)
-    return Backbone(f"{TINY}:random")
 
 
 @pytest.fixture()

@@ -33,6 +33,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Global options, accepted before or after the command (`jointspace collections list --home X`).
 _GLOBAL_VALUED = ("--home", "--qdrant-url", "--api-key")
 _GLOBAL_FLAGS = ("--grpc", "--no-grpc")
+# Options a command defines itself under a global option's name, left to it when they come after
+# it: `serve --api-key` is the key the service's clients send, not the Qdrant server's.
+_COMMAND_OWN = {"serve": ("--api-key",)}
 
 
 class GlobalOptionsGroup(TyperGroup):
@@ -42,7 +45,7 @@ class GlobalOptionsGroup(TyperGroup):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         front: list[str] = []
         rest: list[str] = []
-        seen_command = False
+        command: str | None = None
         index = 0
         while index < len(args):
             arg = args[index]
@@ -50,15 +53,17 @@ class GlobalOptionsGroup(TyperGroup):
                 rest.extend(args[index:])
                 break
             name = arg.split("=", 1)[0]
-            if seen_command and name in _GLOBAL_VALUED:
+            if name in _GLOBAL_VALUED and name not in _COMMAND_OWN.get(command or "", ()):
                 takes_next = "=" not in arg and index + 1 < len(args)
-                front.extend(args[index : index + 1 + takes_next])
+                # before the command it is in place already, its value included
+                (front if command else rest).extend(args[index : index + 1 + takes_next])
                 index += 1 + takes_next
                 continue
-            if seen_command and arg in _GLOBAL_FLAGS:
+            if command and arg in _GLOBAL_FLAGS:
                 front.append(arg)
             else:
-                seen_command = seen_command or not arg.startswith("-")
+                if command is None and not arg.startswith("-"):
+                    command = arg
                 rest.append(arg)
             index += 1
         return super().parse_args(ctx, front + rest)
@@ -121,31 +126,11 @@ ModelOpt = Annotated[
 ]
 
 
-def source_options(
-    format: str = "auto",
-    image_column: str | None = None,
-    text_column: str | None = None,
-    label_column: str | None = None,
-    images_dir: Path | None = None,
-    captions: str | None = None,
-    karpathy_split: str | None = None,
-    image_encoding: str | None = None,
-    text_only: bool = False,
-    image_only: bool = False,
-) -> js.SourceOptions:
-    """The reader options of a command, as the API takes them."""
-    return js.SourceOptions(
-        format,
-        image_column,
-        text_column,
-        label_column,
-        images_dir,
-        captions,
-        karpathy_split,
-        image_encoding,
-        text_only,
-        image_only,
-    )
+def source_options(ctx: typer.Context) -> js.SourceOptions:
+    """The reader options a command was given (its parameters named like SourceOptions'
+    fields), as the API takes them."""
+    names = js.SourceOptions.__dataclass_fields__
+    return js.SourceOptions(**{k: v for k, v in ctx.params.items() if k in names})
 
 
 def _version(value: bool) -> None:

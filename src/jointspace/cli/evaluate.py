@@ -97,18 +97,7 @@ def evaluate(
     train and compare all variants over seeds, optionally with corrupted units."""
     levels = tuple(corrupt_units or [0.0])
     _check_mode(compare, model, levels)
-    reader = source_options(
-        format,
-        image_column,
-        text_column,
-        label_column,
-        images_dir,
-        captions,
-        karpathy_split,
-        image_encoding,
-        text_only,
-        image_only,
-    )
+    reader = source_options(ctx)
     home = ctx.obj.home_dir()
     with ProgressView(quiet) as progress:
         if compare:

@@ -98,18 +98,7 @@ def ingest(
 ) -> None:
     """Embed SOURCE's items with the gated encoder and upsert them into a collection. Bad items
     are skipped and listed in the errors file; an interrupted run resumes when re-run."""
-    reader = source_options(
-        format,
-        image_column,
-        text_column,
-        label_column,
-        images_dir,
-        captions,
-        karpathy_split,
-        image_encoding,
-        text_only,
-        image_only,
-    )
+    reader = source_options(ctx)
     with ctx.obj.space() as space, ProgressView(quiet) as progress:
         report = space.ingest(
             sources,

@@ -85,18 +85,7 @@ def train(
 ) -> None:
     """Train a gated encoder on SOURCE's training split (validation split for early stopping;
     the test split is never seen) and save it to --out."""
-    reader = source_options(
-        format,
-        image_column,
-        text_column,
-        label_column,
-        images_dir,
-        captions,
-        karpathy_split,
-        image_encoding,
-        text_only,
-        image_only,
-    )
+    reader = source_options(ctx)
     with ProgressView(quiet) as progress:
         report = js.train(
             sources,
