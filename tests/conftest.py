@@ -196,18 +196,20 @@ def _tiny_config(image_size: int) -> dict:
 
 
 @pytest.fixture(scope="session")
-def tiny_configs(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Register two tiny open_clip model configs (32 px and 48 px images)."""
+def tiny_configs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Register two tiny open_clip model configs (32 px and 48 px images); returns their folder
+    (a subprocess registers it with `open_clip.add_model_config(folder)`)."""
     folder = tmp_path_factory.mktemp("open_clip_configs")
     (folder / f"{TINY}.json").write_text(json.dumps(_tiny_config(32)))
     (folder / f"{TINY_OTHER}.json").write_text(json.dumps(_tiny_config(48)))
     import open_clip
 
     open_clip.add_model_config(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")
-def tiny(tiny_configs: None):
+def tiny(tiny_configs: Path):
     """A tiny random open_clip backbone (32-d image and text features)."""
     from jointspace.pipeline.backbone import Backbone
 
@@ -302,3 +304,68 @@ def point(n: int, degrees: float = 0.0, image: bool = True, **payload: object) -
 def create(store: Store, name: str, **metadata: object) -> None:
     """A collection of DIMS vectors that can filter on split and labels."""
     store.create_collection(name, DIMS, metadata or {"model": "m1"}, ["split", "labels"])
+
+
+# -- six real photos with captions, and an untrained model over the tiny backbone --------------
+
+CAPTIONS = {
+    "animals/cat.png": "A cat sitting on a chair.",
+    "animals/astronaut.png": "An astronaut in a white suit.",
+    "food/coffee.png": "A cup of coffee on a saucer.",
+    "food/rocket.png": "A rocket standing on its launch pad.",
+    "plants/grass.png": "Green grass in the sun.",
+    "plants/text.png": "A page of printed text.",
+}
+
+
+def photo(name: str):
+    """One of scikit-image's sample photos (cat, astronaut, coffee, rocket, grass, text) as a
+    small RGB PIL image."""
+    import skimage.data
+    from PIL import Image
+
+    source = {
+        "cat": skimage.data.chelsea,
+        "astronaut": skimage.data.astronaut,
+        "coffee": skimage.data.coffee,
+        "rocket": skimage.data.rocket,
+        "grass": skimage.data.grass,
+        "text": skimage.data.text,
+    }[name]
+    return Image.fromarray(source()).convert("RGB").resize((64, 48))
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six real photos with captions in three category folders, and one broken image (read
+    only: a test that changes a corpus makes its own)."""
+    root = tmp_path_factory.mktemp("api-corpus")
+    for key, caption in CAPTIONS.items():
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        photo(path.stem).save(path)
+        path.with_suffix(".txt").write_text(caption + "\n")
+    (root / "food" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (root / "food" / "broken.txt").write_text("A broken picture.\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained gated encoder checkpoint over the tiny backbone's features."""
+    import torch
+
+    from jointspace.pipeline.checkpoint import save_model
+    from jointspace.pipeline.model import EncoderConfig, GatedEncoder
+
+    torch.manual_seed(0)
+    model = GatedEncoder(EncoderConfig(tiny.image_dim, tiny.text_dim, dim=16))
+    backbone = {
+        "spec": tiny.spec,
+        "fingerprint": tiny.fingerprint,
+        "image_dim": tiny.image_dim,
+        "text_dim": tiny.text_dim,
+    }
+    directory = tmp_path_factory.mktemp("tiny-model")
+    save_model(directory, model, backbone, {"data": {}})
+    return directory

@@ -1,6 +1,6 @@
 """The public Python API in-process: connect → ingest → collection → search/similar/embed/info,
 with a tiny random open_clip backbone and an untrained gated encoder (seconds, no training),
-over a small folder corpus of real photos with captions."""
+over a small folder corpus of real photos with captions (conftest.py: `corpus`, `tiny_model`)."""
 
 from __future__ import annotations
 
@@ -8,67 +8,10 @@ import io
 from pathlib import Path
 
 import pytest
+from conftest import CAPTIONS, photo
 from PIL import Image
 
 import jointspace as js
-
-CAPTIONS = {
-    "animals/cat.png": "A cat sitting on a chair.",
-    "animals/astronaut.png": "An astronaut in a white suit.",
-    "food/coffee.png": "A cup of coffee on a saucer.",
-    "food/rocket.png": "A rocket standing on its launch pad.",
-    "plants/grass.png": "Green grass in the sun.",
-    "plants/text.png": "A page of printed text.",
-}
-
-
-def _photo(name: str) -> Image.Image:
-    import skimage.data
-
-    source = {
-        "cat": skimage.data.chelsea,
-        "astronaut": skimage.data.astronaut,
-        "coffee": skimage.data.coffee,
-        "rocket": skimage.data.rocket,
-        "grass": skimage.data.grass,
-        "text": skimage.data.text,
-    }[name]
-    return Image.fromarray(source()).convert("RGB").resize((64, 48))
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Six real photos with captions in three category folders, and one broken image."""
-    root = tmp_path_factory.mktemp("api-corpus")
-    for key, caption in CAPTIONS.items():
-        path = root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _photo(path.stem).save(path)
-        path.with_suffix(".txt").write_text(caption + "\n")
-    (root / "food" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    (root / "food" / "broken.txt").write_text("A broken picture.\n")
-    return root
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tiny, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained gated encoder checkpoint over the tiny backbone's features."""
-    import torch
-
-    from jointspace.pipeline.checkpoint import save_model
-    from jointspace.pipeline.model import EncoderConfig, GatedEncoder
-
-    torch.manual_seed(0)
-    model = GatedEncoder(EncoderConfig(tiny.image_dim, tiny.text_dim, dim=16))
-    backbone = {
-        "spec": tiny.spec,
-        "fingerprint": tiny.fingerprint,
-        "image_dim": tiny.image_dim,
-        "text_dim": tiny.text_dim,
-    }
-    directory = tmp_path_factory.mktemp("tiny-model")
-    save_model(directory, model, backbone, {"data": {}})
-    return directory
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +49,14 @@ def test_search_by_text_image_both_and_where(ingested, corpus: Path) -> None:
     hits = coll.search(text="coffee", k=3)
     assert len(hits) == 3 and all(isinstance(h, js.Hit) for h in hits)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-    assert {"id", "score", "text", "image", "labels", "source", "payload"} == set(hits[0].to_dict())
-    photo = corpus / "food" / "coffee.png"
+    keys = {"id", "score", "text", "image", "labels", "source", "payload", "ref"}
+    assert keys == set(hits[0].to_dict())
+    coffee = corpus / "food" / "coffee.png"
     # an image query finds that very image first, whichever way it is given
-    for image in (photo, str(photo), photo.read_bytes(), Image.open(photo)):
+    for image in (coffee, str(coffee), coffee.read_bytes(), Image.open(coffee)):
         [best] = coll.search(image=image, target="image", k=1)
-        assert best.image == str(photo.resolve()) or best.payload["key"] == "food/coffee.png"
-    units = coll.search(text="cup", image=photo, k=len(CAPTIONS))
+        assert best.image == str(coffee.resolve()) or best.payload["key"] == "food/coffee.png"
+    units = coll.search(text="cup", image=coffee, k=len(CAPTIONS))
     assert len(units) == len(CAPTIONS)
     food = coll.search(text="cup", k=10, where={"labels": "food"})
     assert food and all("food" in h.labels for h in food)
@@ -138,7 +82,7 @@ def test_the_model_is_loaded_once_per_collection(ingested) -> None:
     coll.search(text="grass")
     loaded, backbone = coll.model.loaded, coll.model.loaded.backbone
     coll.search(text="rocket")
-    coll.search(image=_photo("rocket"))
+    coll.search(image=photo("rocket"))
     assert coll.model.loaded is loaded and coll.model.loaded.backbone is backbone
 
 

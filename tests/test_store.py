@@ -97,6 +97,17 @@ def test_existing_ids(store: Store, backend: Backend) -> None:
     assert store.existing_ids(backend.name, []) == set()
 
 
+def test_retrieve_by_id(store: Store, backend: Backend) -> None:
+    create(store, backend.name)
+    store.upsert(backend.name, [point(i, degrees=10 * i, image=i != 1) for i in range(3)])
+    [one] = store.retrieve(backend.name, [pid(1).upper()])
+    assert one.id == pid(1).upper() and one.payload["n"] == 1  # the id as given
+    assert set(one.vectors) == {"unit", "text"}  # no image vector: none stored
+    found = store.retrieve(backend.name, [pid(0), pid(2), pid(9), "not-a-uuid"])
+    assert sorted(p.payload["n"] for p in found) == [0, 2]  # unknown ids are simply absent
+    assert store.retrieve(backend.name, []) == []
+
+
 def test_search_orders_by_cosine(store: Store, backend: Backend) -> None:
     create(store, backend.name)
     angles = {0: 50.0, 1: 0.0, 2: 120.0, 3: 20.0, 4: 90.0}

@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import JointspaceError
+from ..errors import InvalidQuery
 from ..query.hits import Hit
 from ..query.search import search_by_id, search_by_vector
 from .model import Model
@@ -15,6 +15,7 @@ from .reports import CollectionSummary
 
 if TYPE_CHECKING:
     from ..query.inputs import QueryImage
+    from ..query.items import ItemImage
     from .space import Space
 
 
@@ -35,6 +36,22 @@ class Collection:
         store = self.space.store
         info = store.info(store.resolve(self.name))
         return CollectionSummary.from_info(info, store.list_aliases())
+
+    def labels(self, top: int = 50, scan: int = 10_000) -> list[tuple[str, int]]:
+        """The `top` most common label values and their counts, most common first, among the
+        first `scan` points (a sample of a larger collection)."""
+        from ..query.items import label_counts
+
+        return label_counts(self.space.store, self.name, top, scan)
+
+    def image(self, id: str, size: str = "thumb") -> ItemImage:
+        """The stored point `id`'s own image (never another path): "thumb", a JPEG whose
+        longest side is 256 px, or "full", the original bytes with their media type (an SVG
+        rendered to PNG). An image stored inline (Parquet bytes, WebDataset) is shown by the
+        thumbnail ingest kept in the home. Raises NotFound for no such point or no image."""
+        from ..query.items import point_image
+
+        return point_image(self.space.store, self.name, id, size, self.space.home / "thumbnails")
 
     @cached_property
     def model(self) -> Model:
@@ -68,7 +85,7 @@ class Collection:
         `{"width": {"gte": 200}}`; several keys must all hold."""
         if id is not None:
             if text is not None or image is not None:
-                raise JointspaceError("Search by id, or by text and/or image, not both.")
+                raise InvalidQuery("Search by id, or by text and/or image, not both.")
             return self.similar(id, k=k, target=target, where=where)
         vector = self.embed(text=text, image=image, target=target)
         return search_by_vector(self.space.store, self.name, vector, target, k, where)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..corpus.select import SourceOptions
-from ..errors import JointspaceError
+from ..errors import NotFound
 from ..progress import Progress, ProgressCallback
 from .home import resolve_home
 from .reports import CollectionSummary, CopyReport
@@ -109,11 +109,12 @@ class Space:
 
     def collection(self, name: str, model: str | Path | None = None) -> Collection:
         """An existing collection (or alias), searched with the model that embedded it (or
-        `model`, checked to be that same model). Raises JointspaceError if there is none."""
+        `model`, checked to be that same model). Raises NotFound (a JointspaceError) if there
+        is none."""
         from .collection import Collection
 
         if not self.store.has_collection(name):
-            raise JointspaceError(
+            raise NotFound(
                 f"No collection '{name}' in {self.url or self.home / 'qdrant'}; "
                 "`jointspace collections list` shows what exists."
             )

@@ -4,7 +4,15 @@ Results go to stdout (a table for people, one JSON document with --json); progre
 errors go to stderr. Exit codes: 0 success, 1 a bad run (one sentence says what to do), 2 usage.
 """
 
-from . import collections, evaluate, ingest, query, sharing, train  # noqa: F401 - registers commands
+from . import (  # noqa: F401 - registers commands
+    collections,
+    evaluate,
+    ingest,
+    query,
+    serve,
+    sharing,
+    train,
+)
 from .common import app
 
 __all__ = ["app", "main"]

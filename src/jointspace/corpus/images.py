@@ -92,17 +92,23 @@ def _too_large(size: int, max_bytes: int) -> str:
     return f"image file too large ({size} bytes, limit {max_bytes})"
 
 
-def decode_image(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+def decode_image(
+    data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS, at_least: int | None = None
+) -> Image.Image:
     """Decode image bytes to an RGB image; SVG is rendered, transparency composited onto white.
 
     `name` (a file name or key) is only used to recognise SVG by its suffix. Raises BadItem for
     content that is not an image, truncated or corrupt images, decompression bombs (more than
-    `max_pixels` pixels) and SVGs that cannot be rendered.
+    `max_pixels` pixels) and SVGs that cannot be rendered. `at_least`: the caller will shrink
+    the image to this many pixels a side, so a JPEG may be decoded at a reduced scale
+    (libjpeg's DCT scaling, several times faster) whose sides stay at least that large.
     """
     if is_svg(data, name):
         data = _render_svg(data)
     img = _open_within_limit(data, max_pixels)
     try:
+        if at_least and img.format == "JPEG":
+            img.draft("RGB", (at_least, at_least))
         img.load()  # Image.open only reads the header; truncation shows up here.
         img = ImageOps.exif_transpose(img)  # photos: the pixels the camera meant
         return _to_rgb(img)

@@ -131,6 +131,7 @@ def ingest_sources(
             batch_size=options.batch_size,
             workers=options.workers,
             on_batch=on_batch,
+            thumbnails=home / "thumbnails",
         )
     finally:
         cache.close()

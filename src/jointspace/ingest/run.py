@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..corpus.item import TRUNCATED_REASON, Item, Skipped
+from ..corpus.thumbnails import save_thumbnail
 from ..pipeline.backbone import Backbone
 from ..pipeline.checkpoint import ModelCard
 from ..pipeline.collection_card import check_same_model, collection_card, vector_dims
@@ -121,10 +122,13 @@ def run_ingest(
     batch_size: int = 32,
     workers: int = 1,
     on_batch: Callable[[IngestReport], None] | None = None,
+    thumbnails: Path | None = None,
 ) -> IngestReport:
     """Ingest `records` into `collection`. Each batch is upserted before the next is encoded,
     so an interrupted run keeps what it wrote; items already stored are skipped unless
-    `refresh`. Bad items are written to `errors_path` and counted."""
+    `refresh`. Bad items are written to `errors_path` and counted. With `thumbnails` (a
+    folder), an item whose image is inline (no path or URL to show it by) leaves a thumbnail
+    there (see corpus/thumbnails.py)."""
     started = time.perf_counter()
     report = IngestReport(collection)
     ensure_collection(store, collection, card)
@@ -139,6 +143,8 @@ def run_ingest(
                     errors.write(skipped)
                 if encoded:
                     store.upsert(collection, _embed(model, encoded))
+                    if thumbnails is not None:
+                        _save_thumbnails(thumbnails, encoded)
                 for item in (e.item for e in encoded if e.item.truncated):
                     errors.note(item, TRUNCATED_REASON)
                     report.truncated += 1
@@ -199,6 +205,14 @@ class _Locators:
                 entry = dataclasses.replace(entry, locator=locator)
             restored.append(entry)
         return restored
+
+
+def _save_thumbnails(root: Path, encoded: list[EncodedItem]) -> None:
+    """Thumbnails of the inline images (best effort: one that fails is skipped)."""
+    for e in encoded:
+        item = e.item
+        if item.image is None and item.image_bytes and e.image_sha256:
+            save_thumbnail(root, e.image_sha256, item.image_bytes, item.key)
 
 
 def _embed(model: GatedEncoder, encoded: list[EncodedItem]) -> list[Point]:

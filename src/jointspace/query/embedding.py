@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import JointspaceError
+from ..errors import InvalidQuery
 
 if TYPE_CHECKING:
     from ..pipeline.loaded import LoadedModel
@@ -16,9 +16,9 @@ def embed_query(
 ) -> list[float]:
     """The query vector of a text, an image (path, bytes, PIL image or http(s) URL), or both."""
     if text is None and image is None:
-        raise JointspaceError("Give a query: a text, an image, or both.")
+        raise InvalidQuery("Give a query: a text, an image, or both.")
     if text is not None and not text.strip():
-        raise JointspaceError("The text query is empty; give some words.")
+        raise InvalidQuery("The text query is empty; give some words.")
     picture = None
     if image is not None:
         from .inputs import load_query_image

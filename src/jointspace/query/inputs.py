@@ -9,14 +9,14 @@ from PIL import Image
 from ..corpus.images import decode_image, read_image_bytes
 from ..corpus.item import Item, Skipped
 from ..corpus.remote import fetch_remote_images
-from ..errors import BadItem, JointspaceError
+from ..errors import BadItem, InvalidQuery, UnusableImage
 
 QueryImage = str | Path | bytes | Image.Image
 
 
 def load_query_image(image: QueryImage, timeout: float = 10.0) -> Image.Image:
     """The query image as RGB, decoded with the same limits as ingest (size, pixels, SVG);
-    a JointspaceError that names it when it cannot be used."""
+    UnusableImage (a JointspaceError) that names it when it cannot be used."""
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     if isinstance(image, (bytes, bytearray)):
@@ -24,7 +24,7 @@ def load_query_image(image: QueryImage, timeout: float = 10.0) -> Image.Image:
     elif isinstance(image, (str, Path)):
         item = Item(source="query", key=str(image), image=str(image))
     else:
-        raise JointspaceError(
+        raise InvalidQuery(
             f"A query image must be a path, bytes, a PIL image or an http(s) URL, not "
             f"{type(image).__name__}."
         )
@@ -37,4 +37,4 @@ def load_query_image(image: QueryImage, timeout: float = 10.0) -> Image.Image:
             item = fetched
         return decode_image(read_image_bytes(item), name)
     except BadItem as bad:
-        raise JointspaceError(f"Cannot use {name} as a query image: {bad.reason}.") from None
+        raise UnusableImage(f"Cannot use {name} as a query image: {bad.reason}.") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import JointspaceError
+from ..errors import InvalidQuery, NotFound
 from ..store.base import VECTOR_NAMES, Store
 from .hits import Hit
 
@@ -14,14 +14,15 @@ TARGETS = VECTOR_NAMES
 
 
 def check_target(target: str) -> None:
-    """A bad run for a target that is not one of the named vectors."""
+    """InvalidQuery for a target that is not one of the named vectors."""
     if target not in VECTOR_NAMES:
-        raise JointspaceError(f"Unknown target {target!r}; use one of {', '.join(VECTOR_NAMES)}.")
+        raise InvalidQuery(f"Unknown target {target!r}; use one of {', '.join(VECTOR_NAMES)}.")
 
 
 def check_k(k: int) -> None:
+    """InvalidQuery for a k below 1."""
     if k < 1:
-        raise JointspaceError(f"k must be at least 1 (got {k}).")
+        raise InvalidQuery(f"k must be at least 1 (got {k}).")
 
 
 def search_by_vector(
@@ -52,10 +53,10 @@ def search_by_id(
     check_k(k)
     points = store.retrieve(collection, [point_id])
     if not points:
-        raise JointspaceError(f"Collection '{collection}' has no point with id {point_id}.")
+        raise NotFound(f"Collection '{collection}' has no point with id {point_id}.")
     vector = points[0].vectors.get(target)
     if vector is None:
-        raise JointspaceError(
+        raise InvalidQuery(
             f"Point {point_id} has no {target} vector (its item has no "
             f"{'image' if target == 'image' else 'text'}); search another target."
         )

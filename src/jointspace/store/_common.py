@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,6 +34,15 @@ def canonical_ids(ids: Iterable[str]) -> dict[str, str]:
             raise JointspaceError(
                 f"Point id {given!r} is not a UUID; point ids must be UUID strings."
             ) from None
+    return out
+
+
+def uuid_ids(ids: Iterable[str]) -> dict[str, str]:
+    """Like canonical_ids, leaving out the ids that are not UUIDs (no point can have them)."""
+    out: dict[str, str] = {}
+    for given in ids:
+        with contextlib.suppress(ValueError):
+            out[str(uuid.UUID(str(given)))] = given
     return out
 
 

@@ -77,13 +77,14 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-from jointspace.errors import JointspaceError
+from jointspace.errors import JointspaceError, NotFound
 from jointspace.store._common import (
     as_floats,
     canonical_ids,
     check_dims,
     check_name,
     clean_metadata,
+    uuid_ids,
 )
 from jointspace.store.base import CollectionInfo, Hit, Point, Store
 from jointspace.store.filters import (
@@ -157,8 +158,8 @@ class EdgeStore(Store):
         check_name(name)
         return self.home / "collections" / name
 
-    def _no_such(self, name: str) -> JointspaceError:
-        return JointspaceError(
+    def _no_such(self, name: str) -> NotFound:
+        return NotFound(
             f"There is no collection '{name}' in {self.home}; "
             "list them with `jointspace collections list`."
         )
@@ -510,6 +511,21 @@ class EdgeStore(Store):
         with self._edge_errors(name):
             records = shard.retrieve(list(wanted), False, False)
         return {wanted[str(r.id)] for r in records if str(r.id) in wanted}
+
+    def retrieve(self, name: str, ids: Sequence[str]) -> list[Point]:
+        """The stored points among `ids`, with vectors and payload, looked up by id (an id
+        that is not a UUID is simply not there)."""
+        wanted = uuid_ids(ids)
+        if not wanted:
+            return []
+        shard = self._shard(self.resolve(name))
+        with self._edge_errors(name):
+            records = shard.retrieve(list(wanted), True, True)
+        return [
+            Point(id=wanted[str(r.id)], vectors=_vectors_of(r), payload=r.payload or {})
+            for r in records
+            if str(r.id) in wanted
+        ]
 
     def count(self, name: str) -> int:
         """Exact number of points."""

@@ -11,7 +11,8 @@ A `where` maps payload keys to conditions; every key's condition must hold (AND)
 
 Values are typed: numbers and booleans compare as numbers and booleans, text as text.
 
-`Where.of` validates the shape (a malformed where is a one-sentence JointspaceError);
+`Where.of` validates the shape (a malformed where is a one-sentence InvalidQuery, which is a
+JointspaceError);
 `Where.for_fields` checks it against the fields a collection can filter on (recorded at creation
 in its metadata under `FILTERABLE_KEY`: key -> "keyword" | "integer" | "float" | "bool") and
 types each value for its field; `Where.clauses` is what a backend translates: equalities of
@@ -28,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from jointspace.errors import JointspaceError
+from jointspace.errors import InvalidQuery, JointspaceError
 
 Scalar = str | int | float | bool
 FieldKind = Literal["keyword", "integer", "float", "bool"]
@@ -91,22 +92,20 @@ class Where:
     @classmethod
     def of(cls, where: WhereLike) -> Where:
         """The validated form of a where dict (a Where is returned as it is; None and {} mean
-        no filter). Raises JointspaceError, in one sentence, for a malformed where."""
+        no filter). Raises InvalidQuery, in one sentence, for a malformed where."""
         if where is None:
             return cls()
         if isinstance(where, Where):
             return where
         if not isinstance(where, Mapping):
-            raise JointspaceError(
+            raise InvalidQuery(
                 "A where filter maps payload keys to conditions, e.g. {'labels': 'animals'}, "
                 f"not {_show(where)}."
             )
         conditions: list[Condition] = []
         for key, condition in where.items():
             if not isinstance(key, str) or not key:
-                raise JointspaceError(
-                    f"Where filter keys are payload field names, not {_show(key)}."
-                )
+                raise InvalidQuery(f"Where filter keys are payload field names, not {_show(key)}.")
             conditions.extend(_conditions(key, condition))
         return cls(tuple(conditions))
 
@@ -123,7 +122,7 @@ class Where:
         is matched as its text), numbers for numeric fields (text that reads as a number is
         taken as one), booleans for boolean fields. With `filterable` None (a collection that
         records none, made before they were recorded) the filter is taken as it is.
-        Raises JointspaceError for a key the collection cannot filter on (listing those it
+        Raises InvalidQuery for a key the collection cannot filter on (listing those it
         can) or a condition its field cannot hold (a range on text)."""
         if filterable is None or not self.conditions:
             return self
@@ -173,7 +172,7 @@ def parse_conditions(conditions: Iterable[str]) -> dict[str, Any]:
     a literal comma), `KEY>=N`, `KEY<=N`, `KEY>N`, `KEY<N`. Values that read as an integer, a
     float or true/false become one (only in their plain form: `007` and `1.50` stay text, so
     that text matches stay exact). Several conditions on one key must all hold: that key's
-    entry is then {"all": [condition, ...]}. Raises JointspaceError for a malformed condition.
+    entry is then {"all": [condition, ...]}. Raises InvalidQuery for a malformed condition.
 
     >>> parse_conditions(["labels=a,b", "width>=200", "labels=birds"])
     {'labels': {'all': [['a', 'b'], 'birds']}, 'width': {'gte': 200}}
@@ -182,7 +181,7 @@ def parse_conditions(conditions: Iterable[str]) -> dict[str, Any]:
     for text in conditions:
         match = _CONDITION.fullmatch(text)
         if match is None or not match["key"].strip():
-            raise JointspaceError(
+            raise InvalidQuery(
                 f"The condition {text!r} is not KEY=VALUE or KEY>=NUMBER "
                 "(e.g. labels=animals, width>=200)."
             )
@@ -190,7 +189,7 @@ def parse_conditions(conditions: Iterable[str]) -> dict[str, Any]:
         if operator == "=":
             parts = [part.strip().replace("\\,", ",") for part in _COMMA.split(value)]
             if not all(parts):
-                raise JointspaceError(
+                raise InvalidQuery(
                     f"The condition {text!r} has an empty value; write KEY=VALUE or KEY=A,B."
                 )
             typed = [_plain_value(part) for part in parts]
@@ -198,7 +197,7 @@ def parse_conditions(conditions: Iterable[str]) -> dict[str, Any]:
         else:
             number = _number(value)
             if number is None:
-                raise JointspaceError(
+                raise InvalidQuery(
                     f"The condition {text!r} compares with {operator}, so its value must be a "
                     "number."
                 )
@@ -220,19 +219,19 @@ def _conditions(key: str, condition: Any) -> list[Condition]:
         return [Equals(key, _finite(key, condition))]
     if isinstance(condition, (list, tuple)):
         if not condition:
-            raise JointspaceError(
+            raise InvalidQuery(
                 f"The where condition for '{key}' is an empty list; give at least one value."
             )
         for value in condition:
             if not _is_scalar(value):
-                raise JointspaceError(
+                raise InvalidQuery(
                     f"The where list for '{key}' may hold text, numbers and booleans, not "
                     f"{_show(value)}."
                 )
         return [AnyOf(key, tuple(_finite(key, value) for value in condition))]
     if isinstance(condition, Mapping):
         return _mapping_conditions(key, condition)
-    raise JointspaceError(
+    raise InvalidQuery(
         f"The where condition for '{key}' must be a value, a list of values or a range such "
         f"as {{'gte': 1}}, not {_show(condition)}."
     )
@@ -242,24 +241,24 @@ def _mapping_conditions(key: str, condition: Mapping[Any, Any]) -> list[Conditio
     if ALL in condition:
         conditions = condition[ALL]
         if len(condition) > 1 or not isinstance(conditions, (list, tuple)) or not conditions:
-            raise JointspaceError(
+            raise InvalidQuery(
                 f"The where condition {{'all': ...}} for '{key}' takes a non-empty list of "
                 "conditions and nothing beside it."
             )
         return [found for each in conditions for found in _conditions(key, each)]
     if not condition:
-        raise JointspaceError(
+        raise InvalidQuery(
             f"The where range for '{key}' is empty; give gt, gte, lt or lte (e.g. {{'gte': 1}})."
         )
     bounds: dict[str, float] = {}
     for operator, bound in condition.items():
         if operator not in RANGE_OPERATORS:
-            raise JointspaceError(
+            raise InvalidQuery(
                 f"Unknown where operator {operator!r} for '{key}'; use gt, gte, lt or lte for a "
                 "range, or 'all' for a list of conditions."
             )
         if not _is_number(bound):
-            raise JointspaceError(
+            raise InvalidQuery(
                 f"The range bound {operator} of '{key}' must be a number, not {_show(bound)}: "
                 "ranges compare numbers."
             )
@@ -277,7 +276,7 @@ def _is_number(value: Any) -> bool:
 
 def _finite(key: str, value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
-        raise JointspaceError(f"The where value {value} for '{key}' is not a finite number.")
+        raise InvalidQuery(f"The where value {value} for '{key}' is not a finite number.")
     return value
 
 
@@ -298,7 +297,7 @@ def _typed(condition: Condition, filterable: Mapping[str, str], collection: str)
             return condition
         bound = next(iter(condition.bounds()))
         holds = "text" if kind == "keyword" else "true/false"
-        raise JointspaceError(
+        raise InvalidQuery(
             f"'{condition.key}' in collection '{collection}' holds {holds}, so it takes no "
             f"range ({bound}); match values instead, e.g. {{'{condition.key}': ...}}."
         )
@@ -316,13 +315,13 @@ def _value_for(key: str, value: Scalar, kind: str, collection: str) -> Scalar:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
-        raise JointspaceError(
+        raise InvalidQuery(
             f"'{key}' in collection '{collection}' holds true/false, so {_show(value)} cannot "
             "match it."
         )
     number = value if _is_number(value) else _number(value) if isinstance(value, str) else None
     if number is None:
-        raise JointspaceError(
+        raise InvalidQuery(
             f"'{key}' in collection '{collection}' holds numbers, so {_show(value)} cannot match "
             "it; give a number."
         )
@@ -336,12 +335,12 @@ def _text_of(value: Scalar) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def _not_filterable(key: str, filterable: Mapping[str, str], collection: str) -> JointspaceError:
+def _not_filterable(key: str, filterable: Mapping[str, str], collection: str) -> InvalidQuery:
     if not filterable:
-        return JointspaceError(
+        return InvalidQuery(
             f"Collection '{collection}' has no filterable keys, so it cannot filter on '{key}'."
         )
-    return JointspaceError(
+    return InvalidQuery(
         f"Collection '{collection}' cannot filter on '{key}'; its filterable keys are "
         f"{', '.join(sorted(filterable))}."
     )

@@ -54,6 +54,8 @@ _POLL_S = 0.05
 _INFO_WAIT_S = 0.5
 _OWNER_MAX = 80
 READING, WRITING = "reading", "writing"
+# How `jointspace serve` names itself as a lock's owner ("jointspace serve at URL").
+SERVICE_OWNER = "jointspace serve"
 
 
 def lock_path(home: Path, collection: str) -> Path:
@@ -92,10 +94,18 @@ class CollectionBusy(JointspaceError):
         who = f"pid {holder.pid}" if holder.pid is not None else "a process we cannot name"
         owner = holder.owner or "owner unknown"
         since = holder.since or "an unknown time"
+        if owner.startswith(SERVICE_OWNER):  # a service does not end by itself
+            ways_out = (
+                "stop the service, or use a Qdrant server (--qdrant-url), where ingest and "
+                "serve run side by side"
+            )
+        else:
+            ways_out = (
+                "try again when it ends, or use a Qdrant server for concurrent ingest and queries"
+            )
         super().__init__(
             f"The collection '{collection}' in {home} is in use by another process, {who} "
-            f"({owner}, since {since}); try again when it ends, or use a Qdrant server for "
-            "concurrent ingest and queries."
+            f"({owner}, since {since}); {ways_out}."
         )
 
 

@@ -55,6 +55,7 @@ from jointspace.store._common import (
     check_dims,
     check_name,
     clean_metadata,
+    uuid_ids,
 )
 from jointspace.store.base import CollectionInfo, Hit, Point, Snapshot, Store
 from jointspace.store.filters import (
@@ -510,6 +511,25 @@ class ServerStore(Store):
             )
             found.update(wanted[str(r.id)] for r in records if str(r.id) in wanted)
         return found
+
+    def retrieve(self, name: str, ids: Sequence[str]) -> list[Point]:
+        """The stored points among `ids`, with vectors and payload, looked up by id (an id
+        that is not a UUID is simply not there)."""
+        wanted = uuid_ids(ids)
+        if not wanted:
+            return []
+        records = self.connection.call(
+            lambda: self.client.retrieve(
+                name, ids=list(wanted), with_payload=True, with_vectors=True
+            ),
+            what=f"reading {len(wanted)} points of '{name}'",
+            name=name,
+        )
+        return [
+            Point(id=wanted[str(r.id)], vectors=_vectors_of(r.vector), payload=r.payload or {})
+            for r in records
+            if str(r.id) in wanted
+        ]
 
     def count(self, name: str) -> int:
         """Exact number of points."""

@@ -42,7 +42,7 @@ from qdrant_client import QdrantClient
 from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from jointspace.errors import JointspaceError
+from jointspace.errors import JointspaceError, NotFound
 from jointspace.store.options import ServerOptions
 from jointspace.store.retry import NO_RETRIES, GaveUp, call_with_retries
 
@@ -409,8 +409,8 @@ def _short(exc: BaseException, limit: int = 120) -> str:
 # -- messages and URLs ---------------------------------------------------------------------------
 
 
-def no_such_collection(name: str, where: str) -> JointspaceError:
-    return JointspaceError(
+def no_such_collection(name: str, where: str) -> NotFound:
+    return NotFound(
         f"There is no collection '{name}' on {where}; list them with `jointspace collections list`."
     )
 
