@@ -22,3 +22,5 @@ echo "== image query: a photo of a cup of coffee (scikit-image's coffee.png)" >&
 $JS query --collection stamps --image models/coffee.png -k 5
 echo "== text + image query, units restricted to the 'food' category" >&2
 $JS query --collection stamps --image models/coffee.png --text "cake" --where labels=food -k 5
+echo "== search it from a browser or over HTTP:" >&2
+echo "   .venv/bin/jointspace serve --collection stamps   # then open http://127.0.0.1:8000/?q=penguin" >&2
