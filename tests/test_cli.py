@@ -27,7 +27,7 @@ from conftest import (
     run_cli,
 )
 
-RESULT_KEYS = {"id", "score", "text", "image", "labels", "source", "payload"}
+RESULT_KEYS = {"id", "score", "text", "image", "labels", "source", "payload", "ref"}
 TASKS = {"text->image", "text->text", "text->unit", "image->image", "image->text", "image->unit"}
 
 
@@ -35,7 +35,7 @@ def query_json(session: Session, *args: str | Path) -> list[dict]:
     result = invoke(["query", "--collection", COLLECTION, *args, "--json"], session.home)
     assert result.exit_code == 0, result.stderr
     document = json_stdout(result)
-    assert set(document) == {"results"}
+    assert set(document) == {"query", "target", "collection", "model_id", "k", "results"}
     results = document["results"]
     for r in results:
         assert set(r) == RESULT_KEYS

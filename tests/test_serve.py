@@ -165,7 +165,7 @@ def test_search_by_text(client: TestClient, home: Path, tiny_model: Path) -> Non
     assert len(results) == 3
     assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
     for hit in results:
-        keys = {"id", "score", "text", "image", "labels", "source", "payload", "thumbnail"}
+        keys = {"id", "score", "text", "image", "labels", "source", "ref", "payload", "thumbnail"}
         assert set(hit) == keys
         if hit["image"]:
             assert hit["thumbnail"] == f"/items/{COLLECTION}/{hit['id']}/image"

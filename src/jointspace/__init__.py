@@ -32,6 +32,7 @@ from .errors import JointspaceError
 from .pipeline.names import FUSIONS, LOSSES
 from .progress import Progress
 from .query.hits import Hit
+from .query.remote import ServiceClient
 from .query.search import TARGETS, parse_where
 
 __version__ = "0.1.0"
@@ -61,6 +62,7 @@ __all__ = [
     "Model",
     "Progress",
     "SourceOptions",
+    "ServiceClient",
     "Space",
     "TrainReport",
     "__version__",

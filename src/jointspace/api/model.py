@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,10 +13,17 @@ if TYPE_CHECKING:
 
 
 class Model:
-    """A trained gated encoder (loaded on first use, with its backbone) and its card."""
+    """A trained gated encoder (loaded on first use, with its backbone) and its card.
 
-    def __init__(self, path: str | Path) -> None:
+    `home`: the jointspace home whose `towers/` folder keeps the backbone's towers exported for
+    fast cold queries (default: $JOINTSPACE_HOME when it is set; else none, and every new
+    process builds the backbone through open_clip)."""
+
+    def __init__(self, path: str | Path, home: str | Path | None = None) -> None:
         self.path = Path(path)
+        if home is None and os.environ.get("JOINTSPACE_HOME"):
+            home = os.environ["JOINTSPACE_HOME"]
+        self.home = Path(home) if home is not None else None
 
     def __repr__(self) -> str:
         return f"Model({str(self.path)!r})"
@@ -24,7 +32,7 @@ class Model:
     def loaded(self) -> LoadedModel:
         from ..pipeline.loaded import LoadedModel
 
-        return LoadedModel.load(self.path)
+        return LoadedModel.load(self.path, self.home)
 
     @property
     def model_id(self) -> str:
@@ -56,6 +64,7 @@ class Model:
         return embed_query(self.loaded, text, image)
 
 
-def load_model(path: str | Path) -> Model:
-    """The trained model in folder `path` (loaded on first use)."""
-    return Model(path)
+def load_model(path: str | Path, home: str | Path | None = None) -> Model:
+    """The trained model in folder `path` (loaded on first use); `home` keeps its backbone's
+    exported towers (see Model)."""
+    return Model(path, home)

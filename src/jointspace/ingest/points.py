@@ -10,7 +10,18 @@ from ..corpus.split import split_of
 from ..pipeline.features import EncodedItem
 from ..store.base import Point
 
-RESERVED_FIELDS = ("key", "text", "image", "source", "labels", "split", "width", "height", "sha256")
+RESERVED_FIELDS = (
+    "key",
+    "text",
+    "image",
+    "source",
+    "locator",
+    "labels",
+    "split",
+    "width",
+    "height",
+    "sha256",
+)
 KEYWORD_FIELDS = ("key", "source", "labels", "split")
 # Numeric payload fields, by kind, indexed so that range filters work (create_collection's
 # `fields`). Extra source columns are not: their types are unknown when the collection is made.
@@ -18,14 +29,16 @@ NUMERIC_FIELDS = {"width": "integer", "height": "integer"}
 
 
 def payload_of(encoded: EncodedItem) -> dict[str, Any]:
-    """The payload of a point: the text, the image's URI, source, labels, split, image size and
-    sha256, and every extra field of the source (renamed `extra_NAME` if it clashes)."""
+    """The payload of a point: the text, the image's URI, source and where in it the item was
+    read (`locator`), labels, split, image size and sha256, and every extra field of the source
+    (renamed `extra_NAME` if it clashes)."""
     item = encoded.item
     payload: dict[str, Any] = {
         "key": item.key,
         "text": item.text,
         "image": item.image,
         "source": item.source,
+        "locator": item.locator,  # where in the source: "row 12", "member 000123.jpg", ...
         "labels": list(item.labels),
         "split": split_of(item.split_key),
         "width": encoded.width,

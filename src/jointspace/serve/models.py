@@ -65,6 +65,10 @@ class SearchHit(BaseModel):
     image: str | None = Field(description="A path, a URL, or item:<id> for an inline image.")
     labels: list[str]
     source: str | None
+    ref: str | None = Field(
+        description="A short readable reference: the path below the source, or the source "
+        "file and its row, line or member."
+    )
     payload: dict[str, Any]
     thumbnail: str | None = Field(
         description="This service's URL of the point's image (a thumbnail; ?size=full for the "
