@@ -2,7 +2,7 @@
 in-process through the Python API, at 10k and 100k units, and one cold `jointspace query`
 process against `python -c "import torch"`.
 
-    .venv/bin/python benchmarks/serve.py             # the full run (~10 minutes on 2 cores)
+    .venv/bin/python benchmarks/serve.py             # the full run (~5 minutes on 2 cores)
     .venv/bin/python benchmarks/serve.py --quick     # fewer requests, one cold run: to iterate
 
 The collections: the demo's `stamps` collection (1,042 units embedded by the demo model, home
@@ -24,12 +24,19 @@ The baseline, in the same run: the same queries through `js.connect(home).collec
 the same timed ones), on a byte copy of the same collection (an embedded collection has one
 owner, so the service and this process cannot open one copy together). Service and in-process
 cells alternate, so that load from other jobs falls on both. `overhead_ratio` = service p50 /
-in-process p50 for the same collection, query kind and concurrency.
+in-process p50 for the same collection, query kind and concurrency. Read the in-process
+latencies with the GIL in mind: Qdrant Edge's search holds it (~8 ms at 100k units), so a
+thread that waits for the GIL before it starts its clock does not count that wait; a service
+request counts all its queueing. At 10k units a "more like this" search is ~1 ms, so there
+the ratio is the HTTP round trip (~2-3 ms), not the search.
 
 The cold query: `jointspace query --text penguin` on a copy of the demo collection, one untimed
 run first (it may export the backbone's towers into the home, as a user's first query does),
 then --cold-repeats timed runs interleaved with as many `python -c "import torch"`;
 `cold_ratio` = median cold query / median import torch.
+
+This process freezes what it has loaded (gc.freeze) before the load, as the service does
+(serve/state.py): a full garbage collection over a loaded model holds the GIL for 125-290 ms.
 
 Human tables go to stdout; the LAST line is one JSON object: the service's numbers for 16
 clients, 100k units, text queries (`p50_ms`, `p99_ms`, `qps`, `errors`, `inprocess_p50_ms`,
@@ -41,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import math
 import os
 import shutil
@@ -53,7 +61,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -375,7 +382,7 @@ class ServiceProcess:
     """`jointspace serve --collection NAME --port P` on loopback, its output in a log file;
     ready once /healthz answers 200."""
 
-    def __init__(self, home: Path, name: str, log: Path) -> None:
+    def __init__(self, home: Path, name: str, log: Path, model_threads: int | None) -> None:
         self.home, self.name, self.log_path = home, name, log
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -388,6 +395,8 @@ class ServiceProcess:
         env.pop("QDRANT_URL", None)
         env.pop("JOINTSPACE_API_KEY", None)
         command = [str(JOINTSPACE), "serve", "--collection", name, "--port", str(self.port)]
+        if model_threads:
+            command += ["--model-threads", str(model_threads)]
         self.log = log.open("wb")
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
@@ -409,7 +418,9 @@ class ServiceProcess:
                 pass
             time.sleep(0.2)
         self.stop()
-        sys.exit(f"jointspace serve did not answer /healthz in {HEALTH_TIMEOUT_S:.0f} s:\n{self.tail()}")
+        sys.exit(
+            f"jointspace serve did not answer /healthz in {HEALTH_TIMEOUT_S:.0f} s:\n{self.tail()}"
+        )
 
     def tail(self) -> str:
         self.log.flush()
@@ -473,9 +484,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=list(CLIENTS))
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument(
-        "--requests", type=int, default=96, help="timed requests per cell, split among clients"
+        "--requests", type=int, default=256, help="timed requests per cell, split among clients"
     )
     parser.add_argument("--cold-repeats", type=int, default=3)
+    parser.add_argument(
+        "--model-threads", type=int, help="`serve --model-threads` (default: the service's own)"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="32 requests per cell, one timed cold query"
     )
@@ -517,6 +531,7 @@ def main() -> None:
         ["collection", "units", "build s"],
         builds,
     )
+    del points  # ~1.6M float objects: a full garbage collection would pause the clients
 
     # The in-process side uses the same kind of home as the service (exported towers there).
     os.environ["JOINTSPACE_HOME"] = str(inprocess_home)
@@ -528,13 +543,18 @@ def main() -> None:
     service_start: dict[str, float] = {}
     for units in args.sizes:
         name = f"stamps_{label(units)}"
-        service = ServiceProcess(served_home, name, scratch / f"serve-{name}.log")
+        log = scratch / f"serve-{name}.log"
+        service = ServiceProcess(served_home, name, log, args.model_threads)
         service_start[name] = round(service.ready_s, 2)
         space = js.connect(home=inprocess_home)
         try:
             collection = space.collection(name)
             collection.search(text="warm-up", k=K)  # loads the model (as the service's start)
             collection.search(image=images[0], k=K)
+            # What is loaded stays: keep it out of the collector's scans (a full collection
+            # over a loaded model holds the GIL for 100s of ms, pausing clients and threads).
+            gc.collect()
+            gc.freeze()
             index = 0
             for kind in args.kinds:
                 for clients in args.clients:
@@ -566,6 +586,7 @@ def main() -> None:
             service.stop()
 
     cold = cold_query(demo_copy, args.cold_repeats)
+    threads = service_model_threads(args.model_threads)
     after = machine()
 
     print_table(
@@ -612,9 +633,11 @@ def main() -> None:
             for c in cells
         ],
     )
-    print("errors: service/in-process; cpu/req: CPU ms per request of the service process, or "
-          "of this process for in-process")
-    print(f"service ready (start to /healthz 200): {service_start} s")
+    print(
+        "errors: service/in-process; cpu/req: CPU ms per request of the service process, or "
+        "of this process for in-process"
+    )
+    print(f"service ready (start to /healthz 200): {service_start} s; model threads: {threads}")
 
     cold_s = statistics.median(w for w, _ in cold["query"])
     torch_s = statistics.median(w for w, _ in cold["torch"])
@@ -681,12 +704,24 @@ def main() -> None:
             "import_torch_cpu_s": round(statistics.median(c for _, c in cold["torch"]), 3),
             "requests_per_cell": args.requests,
             "service_ready_s": service_start,
+            "service_model_threads": threads,
             "build_s": {row[0]: row[2] for row in builds},
             "cells": cells,
             "machine": machine_summary(before, after),
         }
     )
     emit_json(document)
+
+
+def service_model_threads(given: int | None) -> str:
+    """The model threads the service ran with, as said."""
+    if given:
+        return str(given)
+    try:
+        from jointspace.serve.settings import default_model_threads
+    except ImportError:  # a version without it: one
+        return "1 (default)"
+    return f"{default_model_threads()} (default)"
 
 
 def _find(cells: list[dict[str, Any]], units: int, kind: str, clients: int) -> dict | None:

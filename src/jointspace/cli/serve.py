@@ -33,6 +33,15 @@ def serve(
         int,
         typer.Option(min=1, help="Server processes; more than 1 needs a Qdrant server."),
     ] = 1,
+    model_threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            show_default=False,
+            help="Threads running model calls, each with its share of the cores; default: 2 "
+            "per process where it has 2 cores or more, else 1.",
+        ),
+    ] = None,
     queue_size: Annotated[
         int,
         typer.Option(min=0, help="Model calls that may wait for the model; beyond: 503."),
@@ -43,6 +52,7 @@ def serve(
     stop it to ingest into them, or use a Qdrant server, where ingest and serve run side by
     side."""
     from ..serve import ServiceSettings, run_service
+    from ..serve.settings import default_model_threads
 
     settings = ServiceSettings(
         home=ctx.obj.home,
@@ -54,6 +64,7 @@ def serve(
         host=host,
         port=port,
         processes=workers,
+        model_threads=model_threads or default_model_threads(workers),
         queue_size=queue_size,
     )
 

@@ -19,8 +19,9 @@ class ServiceSettings:
     """`home`/`qdrant_url`/`qdrant_api_key`/`grpc`: the store, as `jointspace.connect` takes
     them. `collections`: those to serve (empty: every ready one). `api_key`: the key clients
     must send (None: none). `processes`: server processes (more than one needs a Qdrant
-    server). `model_threads`: threads running model calls; `queue_size`: calls that may wait
-    for one (beyond: 503). `max_upload_bytes`: the largest query image accepted."""
+    server). `model_threads`: threads running model calls (each with its share of the cores as
+    torch threads; `jointspace serve` takes `default_model_threads()`); `queue_size`: calls that
+    may wait for one (beyond: 503). `max_upload_bytes`: the largest query image accepted."""
 
     home: Path | None = None
     qdrant_url: str | None = None
@@ -83,3 +84,21 @@ class ServiceSettings:
         if document["home"] is not None:
             document["home"] = Path(document["home"])
         return cls(**document)
+
+
+def default_model_threads(processes: int = 1) -> int:
+    """The model threads `jointspace serve` runs per process: two where each process has two
+    cores or more, else one. A query's model call is small (one text, or one image): on 2
+    cores a second intra-op torch thread does not make it faster, while a second model thread
+    lets one query's model call run while another's search holds the GIL (the embedded
+    store's exact search does). Measured with benchmarks/serve.py at 100k units and 16
+    clients: 1.4-1.6x the image queries per second, 1.1-1.2x the text ones (RESULTS.md)."""
+    return max(1, min(2, cores() // max(1, processes)))
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
