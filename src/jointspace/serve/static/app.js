@@ -8,7 +8,8 @@
   const DEFAULT_K = 20;
   const MAX_K = 200;
   const TARGETS = ["unit", "image", "text"];
-  const CHIPS_SHOWN = 24;
+  // a phone shows fewer chips, so the results stay on the first screen
+  const chipsShown = () => (window.matchMedia("(max-width: 640px)").matches ? 8 : 24);
 
   const $ = (id) => document.getElementById(id);
   const el = {
@@ -213,7 +214,8 @@
     for (const label of state.chosen) {
       if (!list.some((l) => l.label === label)) list.unshift({ label, count: null });
     }
-    const shown = state.showAllChips ? list : list.filter((l, i) => i < CHIPS_SHOWN || state.chosen.has(l.label));
+    const limit = chipsShown();
+    const shown = state.showAllChips ? list : list.filter((l, i) => i < limit || state.chosen.has(l.label));
     el.chipList.textContent = "";
     for (const { label, count } of shown) {
       const chip = document.createElement("button");
@@ -234,7 +236,7 @@
     }
     el.chips.hidden = list.length === 0;
     const hiddenCount = list.length - shown.length;
-    el.chipsMore.hidden = list.length <= CHIPS_SHOWN;
+    el.chipsMore.hidden = list.length <= limit;
     el.chipsMore.textContent = state.showAllChips ? "Fewer labels" : `All ${list.length} labels (${hiddenCount} more)`;
   }
 
