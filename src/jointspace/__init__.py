@@ -28,7 +28,7 @@ from .api.space import Space, connect
 from .api.workflows import compare, evaluate, train
 from .corpus.select import SourceOptions
 from .corpus.split import SPLITS
-from .errors import JointspaceError
+from .errors import InvalidQuery, JointspaceError, NotFound, Overloaded, TooLarge, UnusableImage
 from .pipeline.names import FUSIONS, LOSSES
 from .progress import Progress
 from .query.hits import Hit
@@ -58,13 +58,18 @@ __all__ = [
     "EvalReport",
     "Hit",
     "IngestReport",
+    "InvalidQuery",
     "JointspaceError",
     "Model",
+    "NotFound",
+    "Overloaded",
     "Progress",
     "SourceOptions",
     "ServiceClient",
     "Space",
+    "TooLarge",
     "TrainReport",
+    "UnusableImage",
     "__version__",
     "compare",
     "connect",
