@@ -113,6 +113,35 @@ def test_bad_calls_raise_one_clear_error(ingested, call, message: str) -> None:
         call(ingested[0])
 
 
+def test_a_manifest_s_own_columns_are_filterable(
+    ingested, corpus: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    images = sorted(p for p in corpus.rglob("*.png") if p.stem != "broken")[:4]
+    rows = [
+        {"image": str(p), "text": f"picture {i}", "photographer": name, "year": year}
+        for i, (p, name, year) in enumerate(
+            zip(images, ["ann", "bo", "ann", "cy"], [1990, 2001, 2010, 2020], strict=True)
+        )
+    ]
+    manifest = tmp_path / "photos.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    space = ingested[0]
+    report = space.ingest(manifest, collection="by-photographer", model=tiny_model)
+    assert report.ingested == 4
+    coll = space.collection("by-photographer")
+    assert {"photographer", "year"} <= set(coll.info().filterable)
+    ann = coll.search(text="picture", k=10, where={"photographer": "ann"})
+    assert sorted(h.payload["year"] for h in ann) == [1990, 2010]
+    recent = coll.search(
+        text="picture", k=10, where={"year": {"gte": 2001}, "photographer": ["bo", "cy"]}
+    )
+    assert sorted(h.payload["photographer"] for h in recent) == ["bo", "cy"]
+    with pytest.raises(js.InvalidQuery, match="photographer"):
+        coll.search(text="picture", where={"camera": "x"})
+
+
 def test_a_home_that_is_a_file_is_refused(tmp_path: Path) -> None:
     file = tmp_path / "file"
     file.write_text("x")

@@ -5,13 +5,10 @@ in this process, with a stand-in backbone and store."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -30,6 +27,7 @@ from jointspace.ingest.run import run_ingest
 from jointspace.pipeline.checkpoint import ModelCard
 from jointspace.pipeline.features import FeatureCache
 from jointspace.pipeline.model import EncoderConfig, GatedEncoder
+from jointspace.store.edge import EdgeStore
 
 CAP = 65536  # bytes a caption is cut to
 TRUNCATED = "caption truncated to 65536 bytes"
@@ -321,34 +319,7 @@ class _Backbone:
         return np.array([[len(t) % 7, t.count(" "), 1.0, 0.5] for t in texts], np.float32)
 
 
-class _MemoryStore:
-    """The few store calls an ingest run makes, over a dict."""
-
-    def __init__(self) -> None:
-        self.points: dict[str, dict[str, Any]] = {}
-        self.metadata: dict[str, dict[str, Any]] = {}
-
-    def has_collection(self, name: str) -> bool:
-        return name in self.metadata
-
-    def create_collection(self, name: str, vectors: Any, metadata: Any, **_: Any) -> None:
-        self.metadata[name], self.points[name] = dict(metadata), {}
-
-    def info(self, name: str) -> SimpleNamespace:
-        return SimpleNamespace(metadata=self.metadata[name], points=len(self.points[name]))
-
-    def existing_ids(self, name: str, ids: list[str]) -> set[str]:
-        return {i for i in ids if i in self.points[name]}
-
-    def upsert(self, name: str, points: list[Any]) -> None:
-        self.points[name].update({p.id: p for p in points})
-
-    @contextlib.contextmanager
-    def bulk(self, name: str) -> Iterator[None]:
-        yield
-
-
-def _ingest(records: Any, store: _MemoryStore, tmp_path: Path, errors: Path) -> Any:
+def _ingest(records: Any, store: EdgeStore, tmp_path: Path, errors: Path) -> Any:
     config = EncoderConfig(image_dim=4, text_dim=4, dim=8, hidden=8)
     torch.manual_seed(0)
     model = GatedEncoder(config)
@@ -383,25 +354,25 @@ def manifest(tmp_path: Path) -> Path:
 
 
 def test_ingest_counts_duplicates_once(manifest: Path, tmp_path: Path) -> None:
-    store = _MemoryStore()
+    store = EdgeStore(tmp_path / "store")
     report = _ingest(read_corpus(manifest), store, tmp_path, tmp_path / "e1.jsonl")
-    assert report.ingested == len(store.points["c"]) == 3  # distinct points written
+    assert report.ingested == store.count("c") == 3  # distinct points written
     assert (report.duplicates, report.skipped) == (2, 2)
     # A re-run: what is stored is counted as such, the repeats still as duplicates.
     again = _ingest(read_corpus(manifest), store, tmp_path, tmp_path / "e2.jsonl")
     assert (again.ingested, again.already_stored, again.duplicates) == (0, 3, 2)
-    assert len(store.points["c"]) == 3
+    assert store.count("c") == 3
 
 
 def test_ingest_reports_truncated_captions(manifest: Path, tmp_path: Path) -> None:
-    store = _MemoryStore()
+    store = EdgeStore(tmp_path / "store")
     errors = tmp_path / "errors.jsonl"
     report = _ingest(read_corpus(manifest), store, tmp_path, errors)
     assert report.truncated == 1 and report.errors_file == str(errors)
     entries = [json.loads(line) for line in errors.read_text(encoding="utf-8").splitlines()]
     [cut] = [e for e in entries if e["reason"] == TRUNCATED]
     assert cut["locator"] == "row 4" and cut["ingested"] is True
-    stored = [p.payload["text"] for p in store.points["c"].values()]
+    stored = [p.payload["text"] for p in store.scroll("c")]
     assert "b" * CAP in stored  # the cut caption is still ingested
     assert report.skipped_by_reason == {
         "image file not found": 1,
@@ -411,7 +382,7 @@ def test_ingest_reports_truncated_captions(manifest: Path, tmp_path: Path) -> No
 
 def test_errors_file_points_back_to_the_row(manifest: Path, tmp_path: Path) -> None:
     errors = tmp_path / "errors.jsonl"
-    _ingest(read_corpus(manifest), _MemoryStore(), tmp_path, errors)
+    _ingest(read_corpus(manifest), EdgeStore(tmp_path / "store"), tmp_path, errors)
     entries = [json.loads(line) for line in errors.read_text(encoding="utf-8").splitlines()]
     skipped = {e["locator"]: e for e in entries if e["reason"] != TRUNCATED}
     assert set(skipped) == {"row 2", "row 5"}
@@ -428,7 +399,7 @@ def test_only_truncation_still_writes_the_errors_file(tmp_path: Path) -> None:
     (root / "a.png").write_bytes(_png())
     (root / "a.txt").write_text("z" * 70_000, encoding="utf-8")
     errors = tmp_path / "errors.jsonl"
-    report = _ingest(read_corpus(root), _MemoryStore(), tmp_path, errors)
+    report = _ingest(read_corpus(root), EdgeStore(tmp_path / "store"), tmp_path, errors)
     assert (report.ingested, report.skipped, report.truncated) == (1, 0, 1)
     assert report.errors_file == str(errors)
     [entry] = [json.loads(line) for line in errors.read_text(encoding="utf-8").splitlines()]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DIMS, Backend, point, unit_vector
+from conftest import DIMS, Backend, create, point, unit_vector
 
 from jointspace.errors import JointspaceError
 from jointspace.store.base import Store
@@ -178,6 +178,27 @@ def test_filterable_fields_are_recorded_kept_and_copied(
         copy_collection(store, backend.name, other, "copied")
         assert other.filterable_fields("copied") == recorded
         assert found(other, "copied", {"labels": "birds", "ratio": {"gte": 2}}) == [3]
+
+
+def test_fields_added_later_are_indexed_recorded_and_filter(store: Store, backend: Backend) -> None:
+    """An ingest makes a manifest's own columns filterable as they appear."""
+    create(store, backend.name)
+    store.upsert(
+        backend.name,
+        [point(n, photographer=p, year=y) for n, p, y in [(0, "ann", 1990), (1, "bo", 2010)]],
+    )
+    with pytest.raises(JointspaceError, match="photographer"):
+        found(store, backend.name, {"photographer": "ann"})
+    store.add_filterable_fields(backend.name, {"photographer": "keyword", "year": "integer"})
+    store.add_filterable_fields(backend.name, {"year": "float"})  # already there: kept as it was
+    assert store.filterable_fields(backend.name) == {
+        "split": "keyword",
+        "labels": "keyword",
+        "photographer": "keyword",
+        "year": "integer",
+    }
+    assert found(store, backend.name, {"photographer": "ann"}) == [0]
+    assert found(store, backend.name, {"year": {"gte": 2000}}) == [1]
 
 
 def test_a_collection_that_records_no_fields_filters_on_any_key(

@@ -61,3 +61,34 @@ def build_points(encoded: list[EncodedItem], vectors: dict[str, np.ndarray]) -> 
             named["text"] = vectors["text"][row].tolist()
         points.append(Point(id=e.item.point_id, vectors=named, payload=payload_of(e)))
     return points
+
+
+def extra_field_kinds(points: list[Point]) -> dict[str, str]:
+    """The filterable kind of each extra (source) field in these points' payloads: keyword for
+    text (or lists of text), integer, float or bool for numbers; a field whose values disagree
+    (text here, a number there), or holds anything else, is left out."""
+    kinds: dict[str, str | None] = {}
+    for point in points:
+        for key, value in point.payload.items():
+            if key in RESERVED_FIELDS or value is None:
+                continue
+            kind = _kind_of(value)
+            seen = kinds.setdefault(key, kind)
+            if seen != kind:
+                numbers = {seen, kind} == {"integer", "float"}
+                kinds[key] = "float" if numbers else None
+    return {key: kind for key, kind in kinds.items() if kind is not None}
+
+
+def _kind_of(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str) or (
+        isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+    ):
+        return "keyword"
+    return None

@@ -19,7 +19,7 @@ from ..pipeline.features import EncodedItem, FeatureCache, encode_items, stack_f
 from ..pipeline.model import GatedEncoder
 from ..store.base import Point, Store
 from .errors_file import ErrorsFile
-from .points import KEYWORD_FIELDS, NUMERIC_FIELDS, build_points
+from .points import KEYWORD_FIELDS, NUMERIC_FIELDS, build_points, extra_field_kinds
 
 
 @dataclass
@@ -135,6 +135,7 @@ def run_ingest(
     records = _distinct(records, report)
     if not refresh:
         records = _not_stored(records, store, collection, report)
+    extra_fields: dict[str, str] = {}  # the source's own columns made filterable so far
     with ErrorsFile(errors_path) as errors, store.bulk(collection):
         try:
             for batch in _encoded(records, load_backbone, cache, batch_size, workers):
@@ -142,7 +143,9 @@ def run_ingest(
                 for skipped in (e for e in batch if isinstance(e, Skipped)):
                     errors.write(skipped)
                 if encoded:
-                    store.upsert(collection, _embed(model, encoded))
+                    points = _embed(model, encoded)
+                    store.upsert(collection, points)
+                    _index_extra_fields(store, collection, points, extra_fields)
                     if thumbnails is not None:
                         _save_thumbnails(thumbnails, encoded)
                 for item in (e.item for e in encoded if e.item.truncated):
@@ -213,6 +216,17 @@ def _save_thumbnails(root: Path, encoded: list[EncodedItem]) -> None:
         item = e.item
         if item.image is None and item.image_bytes and e.image_sha256:
             save_thumbnail(root, e.image_sha256, item.image_bytes, item.key)
+
+
+def _index_extra_fields(
+    store: Store, collection: str, points: list[Point], indexed: dict[str, str]
+) -> None:
+    """Make the source's own columns (a manifest's extra fields) filterable as they first
+    appear: one store call when a batch brings a field not indexed yet."""
+    new = {k: v for k, v in extra_field_kinds(points).items() if k not in indexed}
+    if new:
+        store.add_filterable_fields(collection, new)
+        indexed.update(new)
 
 
 def _embed(model: GatedEncoder, encoded: list[EncodedItem]) -> list[Point]:

@@ -227,6 +227,11 @@ class Store(ABC):
         them; None when it records none (any key is then taken as it is). Default: None."""
         return None
 
+    def add_filterable_fields(self, name: str, fields: Mapping[str, str]) -> None:  # noqa: B027
+        """Index more payload fields (key -> kind) and record them as filterable; a field
+        already filterable keeps its kind. Default: nothing (a backend that records no fields
+        filters on any key)."""
+
     # -- snapshots (optional) ------------------------------------------------------------------
 
     def create_snapshot(self, name: str) -> Snapshot:

@@ -438,6 +438,24 @@ class EdgeStore(Store):
         meta["metadata"] = keep_filterable(clean_metadata(metadata), meta["metadata"])
         self._write_meta(target, meta)
 
+    def add_filterable_fields(self, name: str, fields: Mapping[str, FieldKind]) -> None:
+        """Index more payload fields (key -> kind) and record them as filterable; a field
+        already filterable keeps its kind."""
+        target = self._shard_name_for_write(name)
+        shard = self._shard(target)
+        meta = self._read_meta(target)
+        recorded = recorded_fields(meta["metadata"]) or {}
+        new = filterable_fields((), {k: v for k, v in fields.items() if k not in recorded})
+        if not new:
+            return
+        with self._edge_errors(name):
+            for field_name, kind in new.items():
+                shard.update(qe.UpdateOperation.create_field_index(field_name, _INDEX_SCHEMA[kind]))
+            shard.flush()
+        meta["metadata"][FILTERABLE_KEY] = {**recorded, **new}
+        meta["keyword_fields"] = [f for f, k in {**recorded, **new}.items() if k == "keyword"]
+        self._write_meta(target, meta)
+
     def drop_collection(self, name: str) -> None:
         """Delete the collection, its points and the aliases pointing to it; raises
         JointspaceError if it does not exist or if `name` is an alias (drop the collection

@@ -275,6 +275,26 @@ class ServerStore(Store):
             name=collection,
         )
 
+    def add_filterable_fields(self, name: str, fields: Mapping[str, FieldKind]) -> None:
+        """Index more payload fields (key -> kind) and record them as filterable; a field
+        already filterable keeps its kind."""
+        self._require(name)
+        collection = self.resolve(name)
+        recorded = self._filterable_of(collection, refresh=True) or {}
+        new = filterable_fields((), {k: v for k, v in fields.items() if k not in recorded})
+        if not new:
+            return
+        for field_name, kind in new.items():
+            self._create_index(collection, field_name, kind)
+        merged = {**recorded, **new}
+        self.connection.call(
+            lambda: self.client.update_collection(collection, metadata={FILTERABLE_KEY: merged}),
+            what=f"recording the filterable fields of '{collection}'",
+            name=collection,
+        )
+        for cached in (collection, *(a for a, t in self.list_aliases().items() if t == collection)):
+            self._filterable.pop(cached, None)  # re-read by the next search
+
     def drop_collection(self, name: str) -> None:
         """Delete the collection, its points and its aliases; raises JointspaceError if it does
         not exist or if `name` is an alias (drop the collection itself, deliberately)."""
