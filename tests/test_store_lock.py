@@ -435,3 +435,44 @@ def test_edge_disk_full_error_becomes_one_sentence(tmp_path: Path) -> None:
     )
     assert str(error).startswith(f"Not enough free space in {tmp_path} (")
     assert "re-run: what was written is kept." in str(error)
+
+
+# A writer that takes the lock, forks a child (as the ingest's decoding workers are forked: it
+# inherits the lock's descriptor), and dies at once: the child lets go a moment later.
+ORPHANING_WRITER = textwrap.dedent(
+    """
+    import os, sys, time
+    from jointspace.store.lock import WRITING, CollectionLock
+
+    lock = CollectionLock(sys.argv[1], "c", owner="a killed ingest")
+    lock.acquire(WRITING)
+    if os.fork() == 0:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1), os.dup2(null, 2)  # the test reads the parent's output only
+        time.sleep(1.0)  # a worker that has not died yet
+        os._exit(0)
+    print("holding", flush=True)
+    os._exit(0)  # like SIGKILL: no release
+    """
+)
+
+
+def test_a_dead_holder_s_lingering_workers_are_waited_for(tmp_path: Path) -> None:
+    """Right after `kill -9` of an ingest, its workers still hold the lock for a moment: a
+    re-run waits for them instead of being told the dead ingest is writing."""
+    from jointspace.store.lock import WRITING, CollectionLock
+
+    env = {**os.environ, "PYTHONPATH": SRC_DIR}
+    proc = subprocess.run(
+        [sys.executable, "-c", ORPHANING_WRITER, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert proc.stdout.strip() == "holding"
+    lock = CollectionLock(tmp_path, "c", owner="the re-run")
+    lock.acquire(WRITING)  # before: CollectionBusy naming the dead writer
+    assert lock.held
+    lock.release()

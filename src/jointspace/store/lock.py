@@ -49,6 +49,8 @@ from jointspace.errors import JointspaceError
 
 DEFAULT_WAIT_S = 2.0
 _POLL_S = 0.05
+# How long a lock whose holder has died may take to be let go by its dying worker processes.
+_ORPHAN_WAIT_S = 10.0
 # How long a refused process re-reads the lock file to get the holder's own description (it may
 # be written a moment after the lock is taken).
 _INFO_WAIT_S = 0.5
@@ -135,7 +137,7 @@ class CollectionLock:
         if fcntl is None:
             self._fd = fd
             return
-        deadline = time.monotonic() + max(0.0, wait)
+        started = time.monotonic()
         try:
             while True:
                 try:
@@ -143,7 +145,15 @@ class CollectionLock:
                     break
                 except BlockingIOError:
                     holder = self._holder(fd)
-                    if holder.activity == WRITING or time.monotonic() >= deadline:
+                    waited = time.monotonic() - started
+                    # The holder is gone but its lock lives on in the descriptors its worker
+                    # processes inherited (e.g. right after `kill -9` of an ingest): they die
+                    # with it within moments, so wait for them whatever it was doing.
+                    orphaned = holder.pid is not None and not _alive(holder.pid)
+                    if orphaned and waited < _ORPHAN_WAIT_S:
+                        time.sleep(_POLL_S)
+                        continue
+                    if holder.activity == WRITING or waited >= max(0.0, wait):
                         raise CollectionBusy(self.collection, self.home, holder) from None
                     time.sleep(_POLL_S)
         except BaseException:
