@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything jointspace needs on a fresh Debian machine (only package registries
-# reachable): system packages (libcairo2 for SVG stamps, the Tux Paint stamps corpus, chromium
-# and chromium-driver for the web page's browser tests),
+# reachable): system packages (libcairo2 for SVG stamps, the Tux Paint stamps and Open Clip Art
+# corpora, chromium and chromium-driver for the web page's browser tests),
 # a virtual environment at .venv with torch/torchvision, and the project with its test extras.
 # Idempotent: re-running it skips what is already there.
 set -euo pipefail
@@ -9,12 +9,14 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-if [ ! -d /usr/share/tuxpaint/stamps ] || ! ldconfig -p | grep -q libcairo.so.2 \
+if [ ! -d /usr/share/tuxpaint/stamps ] || [ ! -d /usr/share/openclipart/svg ] \
+  || ! ldconfig -p | grep -q libcairo.so.2 \
   || [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
-  echo "== installing Debian packages: tuxpaint-stamps-default libcairo2 chromium chromium-driver" >&2
+  echo "== installing Debian packages: tuxpaint-stamps-default openclipart-svg libcairo2" \
+    "chromium chromium-driver" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    tuxpaint-stamps-default libcairo2 chromium chromium-driver >/dev/null
+    tuxpaint-stamps-default openclipart-svg libcairo2 chromium chromium-driver >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

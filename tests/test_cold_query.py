@@ -116,11 +116,11 @@ def assert_same_features(towers: ExportedTowers, backbone: Backbone, texts, imag
 
 
 def test_tiny_exported_towers_give_open_clip_features(tiny: Backbone, tmp_path: Path) -> None:
-    towers = export_towers(tiny, towers_dir(tmp_path, tiny.fingerprint))
+    towers = export_towers(tiny, towers_dir(tmp_path, tiny.features_key))
     assert towers.meta["text"]["tower"] == "torchscript"  # CLIP's own text transformer
     assert towers.meta["image"]["tower"] == "torchscript"
     assert towers.meta["proof"]["text"]["max_abs_diff"] <= EXPORT_TOLERANCE
-    again = ExportedTowers.open(towers.folder, tiny.fingerprint)
+    again = ExportedTowers.open(towers.folder, tiny.features_key)
     assert again is not None and again.loaded == set()
     texts = [*CAPTIONS.values(), "A penguin.", "  café &amp; crème  ", "x " * 100]
     assert_same_features(again, tiny, texts, real_photos())
@@ -135,14 +135,14 @@ def test_offline_exported_towers_give_open_clip_features(tmp_path: Path) -> None
     from jointspace.corpus.images import decode_image
 
     backbone = Backbone("offline")
-    towers = export_towers(backbone, towers_dir(tmp_path, backbone.fingerprint))
+    towers = export_towers(backbone, towers_dir(tmp_path, backbone.features_key))
     assert (towers.meta["text"]["tower"], towers.meta["image"]["tower"]) == (
         "bert_mean",
         "torchscript",
     )
     pngs = sorted(STAMPS.rglob("*.png"))[::97][:8]
     images = [decode_image(p.read_bytes(), p.name) for p in pngs] + real_photos()[:2]
-    loaded = ExportedTowers.open(towers.folder, backbone.fingerprint)
+    loaded = ExportedTowers.open(towers.folder, backbone.features_key)
     assert loaded is not None
     assert_same_features(loaded, backbone, stamp_captions(25), images)
 
@@ -188,7 +188,7 @@ def tiny_home(
     home = tmp_path_factory.mktemp("cold-home")
     with js.connect(home=home) as space:
         space.ingest(corpus, collection=COLLECTION, model=tiny_model)
-    towers = export_towers(tiny, towers_dir(home, tiny.fingerprint)).folder
+    towers = export_towers(tiny, towers_dir(home, tiny.features_key)).folder
     return Tiny(home, js.load_model(tiny_model).model_id, towers)
 
 
@@ -239,7 +239,7 @@ def test_without_an_export_the_first_query_makes_one(
     vector = model.embed(text="a rocket")
     loaded = model.loaded
     assert "backbone" in loaded.__dict__  # the open_clip path answered ...
-    meta = json.loads((tmp_path / "towers" / loaded.backbone_fingerprint / "meta.json").read_text())
+    meta = json.loads((tmp_path / "towers" / loaded.features_key / "meta.json").read_text())
     assert meta["text"] and meta["image"]  # ... and exported the towers for the next process
     again = js.load_model(tiny_model, home=tmp_path)
     np.testing.assert_allclose(again.embed(text="a rocket"), vector, atol=1e-6)

@@ -59,7 +59,8 @@ class Collection:
         from ..pipeline.collection_card import model_dir_for
 
         metadata = self.space.store.info(self.name).metadata
-        model = Model(model_dir_for(self.name, metadata, self._model_dir), self.space.home)
+        model_dir = model_dir_for(self.name, metadata, self._model_dir)
+        model = Model(model_dir, self.space.home, self.space.compute)
         model.loaded.check_collection(self.name, metadata)
         return model
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..pipeline.compute import Compute
     from ..pipeline.loaded import LoadedModel
     from ..query.inputs import QueryImage
 
@@ -17,10 +18,14 @@ class Model:
 
     `home`: the jointspace home whose `towers/` folder keeps the backbone's towers exported for
     fast cold queries (default: $JOINTSPACE_HOME when it is set; else none, and every new
-    process builds the backbone through open_clip)."""
+    process builds the backbone through open_clip). `compute`: the device and precision the
+    backbone runs at (default: resolved for this machine, see `jointspace.connect`)."""
 
-    def __init__(self, path: str | Path, home: str | Path | None = None) -> None:
+    def __init__(
+        self, path: str | Path, home: str | Path | None = None, compute: Compute | None = None
+    ) -> None:
         self.path = Path(path)
+        self.compute = compute
         if home is None and os.environ.get("JOINTSPACE_HOME"):
             home = os.environ["JOINTSPACE_HOME"]
         self.home = Path(home) if home is not None else None
@@ -32,7 +37,7 @@ class Model:
     def loaded(self) -> LoadedModel:
         from ..pipeline.loaded import LoadedModel
 
-        return LoadedModel.load(self.path, self.home)
+        return LoadedModel.load(self.path, self.home, self.compute)
 
     @property
     def model_id(self) -> str:
@@ -64,7 +69,15 @@ class Model:
         return embed_query(self.loaded, text, image)
 
 
-def load_model(path: str | Path, home: str | Path | None = None) -> Model:
+def load_model(
+    path: str | Path,
+    home: str | Path | None = None,
+    *,
+    device: str | None = None,
+    precision: str | None = None,
+) -> Model:
     """The trained model in folder `path` (loaded on first use); `home` keeps its backbone's
-    exported towers (see Model)."""
-    return Model(path, home)
+    exported towers (see Model); `device`/`precision` as `jointspace.connect` takes them."""
+    from ..pipeline.compute import Compute
+
+    return Model(path, home, Compute.resolve(device, precision))

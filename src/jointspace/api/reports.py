@@ -17,6 +17,8 @@ class TrainReport:
     epochs_run: int
     val_metrics: dict[str, dict[str, float]]
     seconds: float
+    device: str = "cpu"  # where the backbone ran
+    precision: str = "fp32"  # and at what precision (the card records it)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -33,6 +35,7 @@ class EvalReport:
     tasks: dict[str, dict[str, float]]
     protocol: dict[str, str]
     overlap: int | None = None  # evaluated items seen in training (None: model records none)
+    precision: str = "fp32"  # the backbone's precision for this evaluation
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..corpus.select import SourceOptions
 from ..errors import NotFound
+from ..pipeline.compute import Compute
 from ..progress import Progress, ProgressCallback
 from .home import resolve_home
 from .reports import CollectionSummary, CopyReport
@@ -29,17 +30,22 @@ def connect(
     *,
     grpc: bool = True,
     owner: str | None = None,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> Space:
     """A Space: the Qdrant server at `url`, else the embedded store under `home` (default
     $JOINTSPACE_HOME, else ./jointspace-data). Called with neither, it follows the environment:
     $QDRANT_URL (with $QDRANT_API_KEY) when set. The home also holds the feature cache and logs
     in both cases. `owner` names this process in the embedded store's locks (e.g. "jointspace
-    serve at URL")."""
+    serve at URL"). `device` (auto|cpu|cuda[:N]) and `precision` (auto|fp32|bf16|fp16): where
+    ingest and queries run the backbone (default: $JOINTSPACE_DEVICE / $JOINTSPACE_PRECISION,
+    else auto: a GPU if torch sees one; bf16 where the hardware has it natively)."""
     if url is None and home is None:
         url = os.environ.get("QDRANT_URL") or None
     if url and api_key is None:
         api_key = os.environ.get("QDRANT_API_KEY") or None
-    return Space(resolve_home(home), url, api_key, grpc=grpc, owner=owner)
+    compute = Compute.resolve(device, precision)
+    return Space(resolve_home(home), url, api_key, grpc=grpc, owner=owner, compute=compute)
 
 
 class Space:
@@ -54,9 +60,11 @@ class Space:
         *,
         grpc: bool = True,
         owner: str | None = None,
+        compute: Compute | None = None,
     ) -> None:
         self.home, self.url, self.api_key = home, url, api_key
         self.grpc, self.owner = grpc, owner
+        self.compute = compute or Compute.resolve()
         self._store: Store | None = None
 
     def __repr__(self) -> str:
@@ -160,10 +168,24 @@ class Space:
         if self.url and (shards or replicas):
             with self._open_store(shards=shards, replicas=replicas) as store:
                 return ingest_sources(
-                    store, self.home, paths, collection, model, ingest_options, on_progress
+                    store,
+                    self.home,
+                    paths,
+                    collection,
+                    model,
+                    ingest_options,
+                    on_progress,
+                    self.compute,
                 )
         return ingest_sources(
-            self.store, self.home, paths, collection, model, ingest_options, on_progress
+            self.store,
+            self.home,
+            paths,
+            collection,
+            model,
+            ingest_options,
+            on_progress,
+            self.compute,
         )
 
     # -- sharing with a server -----------------------------------------------------------------

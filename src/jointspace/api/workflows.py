@@ -8,6 +8,7 @@ from typing import Any
 
 from ..corpus.select import SourceOptions, check_split, count_hint, read_sources
 from ..errors import JointspaceError
+from ..pipeline.compute import Compute
 from ..pipeline.names import FUSIONS, LOSSES
 from ..progress import Progress, ProgressCallback, StageCounter
 from .home import resolve_home
@@ -47,11 +48,15 @@ def train(
     dim: int = 512,
     seed: int = 0,
     workers: int = 1,
+    device: str | None = None,
+    precision: str | None = None,
     source_options: SourceOptions | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> TrainReport:
     """Train a gated encoder on the sources' training split (validation split for early
-    stopping; the test split is never seen) and save it to `out`."""
+    stopping; the test split is never seen) and save it to `out`. `device` (auto|cpu|cuda[:N])
+    and `precision` (auto|fp32|bf16|fp16) choose where the backbone runs (default: the
+    environment's JOINTSPACE_DEVICE / JOINTSPACE_PRECISION, else auto)."""
     _check_choice("loss", loss, LOSSES)
     _check_choice("fusion", fusion, FUSIONS)
     _check_positive(epochs=epochs, dim=dim)
@@ -79,6 +84,7 @@ def train(
         workers=workers,
         on_items=StageCounter("features", count_hint(paths), on_progress),
         on_epoch=on_epoch,
+        compute=Compute.resolve(device, precision),
     )
     return TrainReport(**summary)
 
@@ -92,6 +98,8 @@ def evaluate(
     corrupt_units: float = 0.0,
     allow_overlap: bool = False,
     workers: int = 1,
+    device: str | None = None,
+    precision: str | None = None,
     source_options: SourceOptions | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> EvalReport:
@@ -113,6 +121,7 @@ def evaluate(
         workers=workers,
         on_items=StageCounter("features", count_hint(paths), on_progress),
         allow_overlap=allow_overlap,
+        compute=Compute.resolve(device, precision),
     )
     return EvalReport(**result)
 
@@ -128,6 +137,8 @@ def compare(
     out: str | Path | None = None,
     command: str | None = None,
     workers: int = 1,
+    device: str | None = None,
+    precision: str | None = None,
     source_options: SourceOptions | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> ComparisonReport:
@@ -160,6 +171,7 @@ def compare(
         workers=workers,
         on_items=StageCounter("features", count_hint(paths), on_progress),
         on_step=on_step,
+        compute=Compute.resolve(device, precision),
     )
     if command:
         context["command"] = command

@@ -31,7 +31,7 @@ import jointspace as js
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Global options, accepted before or after the command (`jointspace collections list --home X`).
-_GLOBAL_VALUED = ("--home", "--qdrant-url", "--api-key")
+_GLOBAL_VALUED = ("--home", "--qdrant-url", "--api-key", "--device", "--precision")
 _GLOBAL_FLAGS = ("--grpc", "--no-grpc")
 # Options a command defines itself under a global option's name, left to it when they come after
 # it: `serve --api-key` is the key the service's clients send, not the Qdrant server's.
@@ -117,6 +117,13 @@ TextOnlyOpt = Annotated[
 ImageOnlyOpt = Annotated[
     bool, typer.Option("--image-only", help="Manifests: read the images alone (no text column).")
 ]
+CaptionOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Folder SVGs without a .txt are captioned from their own metadata: "
+        "title | title+description | title+keywords."
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 WorkersOpt = Annotated[int, typer.Option(min=0, help="Image decoding worker processes.")]
@@ -168,23 +175,53 @@ def main_options(
             help="Talk to the server over gRPC (port 6334) when it answers there, else REST.",
         ),
     ] = True,
+    device: Annotated[
+        str,
+        typer.Option(
+            envvar="JOINTSPACE_DEVICE",
+            help="Where the backbone runs: auto (a CUDA GPU when torch sees one), cpu, cuda, "
+            "cuda:N.",
+        ),
+    ] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            envvar="JOINTSPACE_PRECISION",
+            help="The backbone's precision: auto (bf16 where the CPU or GPU has it natively, "
+            "else fp32 on a CPU, fp16 on a GPU), fp32 (the reference), bf16, fp16 (GPU).",
+        ),
+    ] = "auto",
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
     """Global options (also read from environment variables; accepted after the command too)."""
-    ctx.obj = Settings(home, qdrant_url, api_key, grpc)
+    ctx.obj = Settings(home, qdrant_url, api_key, grpc, device, precision)
 
 
 class Settings:
     """The global options; `space()` connects with them (the home is checked then)."""
 
-    def __init__(self, home: Path, url: str | None, api_key: str | None, grpc: bool) -> None:
+    def __init__(
+        self,
+        home: Path,
+        url: str | None,
+        api_key: str | None,
+        grpc: bool,
+        device: str = "auto",
+        precision: str = "auto",
+    ) -> None:
         self.home, self.url, self.api_key, self.grpc = home, url, api_key, grpc
+        self.device, self.precision = device, precision
+
+    @property
+    def compute(self) -> dict[str, str]:
+        """The device and precision, as the API's functions take them."""
+        return {"device": self.device, "precision": self.precision}
 
     def space(self) -> js.Space:
-        return js.connect(self.home, self.url, self.api_key, grpc=self.grpc)
+        return js.connect(self.home, self.url, self.api_key, grpc=self.grpc, **self.compute)
 
     def home_dir(self) -> Path:
         """The home folder, checked usable (for commands that need no store)."""

@@ -12,6 +12,7 @@ from rich.table import Table
 import jointspace as js
 
 from .common import (
+    CaptionOpt,
     CaptionsOpt,
     FormatOpt,
     ImageColumnOpt,
@@ -80,6 +81,7 @@ def evaluate(
     ] = False,
     images_dir: ImagesDirOpt = None,
     captions: CaptionsOpt = None,
+    caption: CaptionOpt = None,
     karpathy_split: KarpathySplitOpt = None,
     image_encoding: ImageEncodingOpt = None,
     text_only: TextOnlyOpt = False,
@@ -111,6 +113,7 @@ def evaluate(
                 out=out,
                 command="jointspace " + " ".join(sys.argv[1:]),
                 workers=workers,
+                **ctx.obj.compute,
                 source_options=reader,
                 on_progress=progress,
             )
@@ -123,6 +126,7 @@ def evaluate(
                 corrupt_units=levels[0],
                 allow_overlap=allow_overlap,
                 workers=workers,
+                **ctx.obj.compute,
                 source_options=reader,
                 on_progress=progress,
             )

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from .common import (
+    CaptionOpt,
     CaptionsOpt,
     FormatOpt,
     ImageColumnOpt,
@@ -78,6 +79,7 @@ def ingest(
     ] = None,
     images_dir: ImagesDirOpt = None,
     captions: CaptionsOpt = None,
+    caption: CaptionOpt = None,
     karpathy_split: KarpathySplitOpt = None,
     image_encoding: ImageEncodingOpt = None,
     text_only: TextOnlyOpt = False,

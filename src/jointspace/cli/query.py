@@ -173,7 +173,7 @@ def embed(
             )
     elif model:
         with _local_query(text_only=image is None):
-            loaded = js.load_model(model, home=ctx.obj.home_dir())
+            loaded = js.load_model(model, home=ctx.obj.home_dir(), **ctx.obj.compute)
             vector = loaded.embed(text=text, image=image, target=target)
             model_id = loaded.model_id
     else:

@@ -66,6 +66,8 @@ def serve(
         processes=workers,
         model_threads=model_threads or default_model_threads(workers),
         queue_size=queue_size,
+        device=ctx.obj.device,
+        precision=ctx.obj.precision,
     )
 
     def ready(settings: ServiceSettings, names: list[str]) -> None:

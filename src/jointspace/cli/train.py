@@ -11,6 +11,7 @@ import typer
 import jointspace as js
 
 from .common import (
+    CaptionOpt,
     CaptionsOpt,
     FormatOpt,
     ImageColumnOpt,
@@ -71,6 +72,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     images_dir: ImagesDirOpt = None,
     captions: CaptionsOpt = None,
+    caption: CaptionOpt = None,
     karpathy_split: KarpathySplitOpt = None,
     image_encoding: ImageEncodingOpt = None,
     text_only: TextOnlyOpt = False,
@@ -91,6 +93,7 @@ def train(
             sources,
             out,
             home=ctx.obj.home_dir(),
+            **ctx.obj.compute,
             backbone=backbone,
             epochs=epochs,
             loss=Loss(loss).value,

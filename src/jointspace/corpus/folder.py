@@ -2,6 +2,10 @@
 
 `animals/birds/penguin.png` + `animals/birds/penguin.txt` ("A penguin.\\nfr.utf8=...") is one
 item: key `animals/birds/penguin.png`, text "A penguin.", labels ("animals", "animals/birds").
+
+An SVG without a caption file takes its caption from its own metadata (the Open Clip Art layout,
+see svgmeta.py): by `caption`, its title alone, with its description, or with its keywords; its
+keywords join its labels, its creator and licence its payload.
 """
 
 from __future__ import annotations
@@ -10,7 +14,16 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from jointspace.corpus.item import MAX_CAPTION_BYTES, Item, Skipped, cut_caption
+from jointspace.corpus.item import MAX_CAPTION_BYTES, Item, Skipped, cut_caption, limit_caption
+from jointspace.corpus.svgmeta import (
+    DEFAULT_CAPTION,
+    SvgMeta,
+    check_caption_mode,
+    keyword_labels,
+    read_svg_meta,
+    svg_caption,
+)
+from jointspace.errors import JointspaceError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".svg"})
 CAPTION_SUFFIX = ".txt"
@@ -29,13 +42,22 @@ class _CaptionError(Exception):
         self.path = str(path)
 
 
-def read_folder(root: Path) -> Iterator[Item | Skipped]:
+def read_folder(root: Path, caption: str = DEFAULT_CAPTION) -> Iterator[Item | Skipped]:
     """Yield one Item per image below `root` (or Skipped), in a deterministic order.
 
     Streams: one directory listing in memory at a time. Hidden folders and files are ignored;
-    a folder that cannot be listed becomes one Skipped record.
+    a folder that cannot be listed becomes one Skipped record. `caption` says what an SVG
+    without a caption file is captioned with (svgmeta.CAPTION_MODES); a bad run when unknown.
     """
-    root = Path(root).resolve()
+    try:
+        check_caption_mode(caption)
+    except ValueError as e:
+        raise JointspaceError(str(e)) from None
+    return _read_folder(Path(root), caption)
+
+
+def _read_folder(root: Path, caption: str) -> Iterator[Item | Skipped]:
+    root = root.resolve()
     source = str(root)
     unreadable: list[OSError] = []
     # os.walk drops unreadable folders silently unless told otherwise: collect them to report.
@@ -44,7 +66,7 @@ def read_folder(root: Path) -> Iterator[Item | Skipped]:
         # .thumbnails) are tooling, not corpus.
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         yield from _unreadable_folders(root, source, unreadable)
-        yield from _read_directory(root, source, Path(dirpath), filenames)
+        yield from _read_directory(root, source, Path(dirpath), filenames, caption)
     yield from _unreadable_folders(root, source, unreadable)
 
 
@@ -58,7 +80,7 @@ def _unreadable_folders(root: Path, source: str, errors: list[OSError]) -> Itera
 
 
 def _read_directory(
-    root: Path, source: str, directory: Path, filenames: list[str]
+    root: Path, source: str, directory: Path, filenames: list[str], caption: str
 ) -> Iterator[Item | Skipped]:
     captions = _Captions(filenames)
     folder = directory.relative_to(root).as_posix()
@@ -80,17 +102,32 @@ def _read_directory(
         except _CaptionError as e:
             yield Skipped(source, key, e.reason, e.path)
             continue
+        extra, item_labels = {"name": stem}, labels
+        if name.lower().endswith(".svg") and _caption_name(stem, captions) is None:
+            # an SVG without a caption file (a caption file wins, even an empty one)
+            meta = read_svg_meta(directory / name)
+            text, truncated = limit_caption(svg_caption(meta, stem, caption))
+            item_labels += tuple(k for k in keyword_labels(meta) if k not in labels)
+            extra |= _svg_payload(meta)
         yield Item(
             source=source,
             key=key,
             image=image,
             text=text,
-            labels=labels,
-            extra={"name": stem},
+            labels=item_labels,
+            extra=extra,
             group=_group(folder, stem),
             locator=image,
             truncated=truncated,
         )
+
+
+def _svg_payload(meta: SvgMeta | None) -> dict[str, str]:
+    """An SVG's creator and licence, as payload fields (those it names)."""
+    if meta is None:
+        return {}
+    fields = {"creator": meta.creator, "license": meta.license}
+    return {k: v for k, v in fields.items() if v}
 
 
 def _group(folder: str, stem: str) -> str:
@@ -136,12 +173,16 @@ class _Captions:
         return exact if exact in self._names else self._by_lower.get(exact.lower())
 
 
+def _caption_name(stem: str, captions: _Captions) -> str | None:
+    # a Tux Paint mirror variant (penguin_mirror.png) is the same picture: it has no caption
+    # file of its own and takes the original's
+    return captions.find(stem) or captions.find(stem.removesuffix("_mirror"))
+
+
 def _caption(directory: Path, stem: str, captions: _Captions) -> tuple[str | None, bool]:
     """The first line of the image's caption file, stripped (None when there is none), and
     whether it was cut to MAX_CAPTION_BYTES."""
-    # a Tux Paint mirror variant (penguin_mirror.png) is the same picture: it has no caption
-    # file of its own and takes the original's
-    caption_name = captions.find(stem) or captions.find(stem.removesuffix("_mirror"))
+    caption_name = _caption_name(stem, captions)
     if caption_name is None:
         return None, False
     path = directory / caption_name

@@ -10,8 +10,12 @@ import codecs
 import io
 import os
 import re
+import signal
 import threading
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -23,6 +27,11 @@ from jointspace.errors import BadItem
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_IMAGE_PIXELS = 64_000_000
 SVG_SIZE = 512  # longer side, in pixels, of a rendered SVG
+# Some clip art takes minutes to draw (tens of thousands of paths, huge gradients): past these
+# an SVG is a bad item. The time limit holds where a SIGALRM can interrupt the render: in the
+# main thread of a process (ingest's decoding workers, or `--workers 0`).
+MAX_SVG_BYTES = 16 * 1024 * 1024
+SVG_RENDER_SECONDS = 20.0
 _WHITE = (255, 255, 255, 255)
 
 # PIL's decompression-bomb limit is a module global; we set it per call and restore it, under a
@@ -126,17 +135,22 @@ def is_svg(data: bytes, name: str) -> bool:
 
 
 def _render_svg(data: bytes) -> bytes:
-    """Render an SVG to PNG bytes whose longer side is SVG_SIZE pixels."""
+    """Render an SVG to PNG bytes whose longer side is SVG_SIZE pixels, within MAX_SVG_BYTES of
+    source and SVG_RENDER_SECONDS of time."""
+    if len(data) > MAX_SVG_BYTES:
+        raise BadItem(f"svg too large to render ({len(data)} bytes, limit {MAX_SVG_BYTES})")
     # Imported here: cairosvg loads the system's libcairo, which raster-only users never need.
     import cairosvg
 
     try:
-        width, height = _svg_size(data)
-        if width <= 0 or height <= 0:
-            raise BadItem("svg has no size")
-        fit = {"output_width": SVG_SIZE} if width >= height else {"output_height": SVG_SIZE}
-        # unsafe=False (the default) forbids XML entities and fetching anything but data: URLs.
-        return cairosvg.svg2png(bytestring=data, unsafe=False, **fit)
+        with _time_limit(SVG_RENDER_SECONDS):
+            width, height = _svg_size(data)
+            if width <= 0 or height <= 0:
+                raise BadItem("svg has no size")
+            fit = {"output_width": SVG_SIZE} if width >= height else {"output_height": SVG_SIZE}
+            # unsafe=False (the default) forbids XML entities and fetching anything but data:
+            # URLs.
+            return cairosvg.svg2png(bytestring=data, unsafe=False, **fit)
     except BadItem:
         raise
     except Exception as e:  # cairosvg raises anything from XML errors to cairo errors
@@ -144,6 +158,52 @@ def _render_svg(data: bytes) -> bytes:
             # Illustrator-style entity declarations; parsing them would open the door to XXE.
             raise BadItem("svg declares xml entities (refused for safety)") from None
         raise BadItem(_svg_reason(e)) from None
+
+
+class _RenderTimeout(BadItem):
+    pass
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise BadItem in the body once `seconds` have passed (a SIGALRM from a real-time timer).
+
+    Only in a process's main thread, where Python runs signal handlers (elsewhere the body runs
+    unlimited). A handler and a timer already set (e.g. a test runner's) are restored after: the
+    outer timer resumes with what was left of it, or fires at once if it ran out meanwhile.
+    """
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    reason = f"svg took longer than {seconds:g} s to render"
+    armed, fired = True, False
+
+    def on_alarm(signum: int, frame: object) -> None:
+        nonlocal fired
+        if armed:
+            fired = True
+            raise _RenderTimeout(reason)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    started = time.monotonic()
+    outer, outer_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        try:
+            yield
+        finally:
+            armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
+            if outer > 0:
+                left = outer - (time.monotonic() - started)
+                signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), outer_interval)
+    except Exception:
+        if not fired:
+            raise
+    # Also when the renderer caught the timeout (in a cffi callback, a broad except) and went
+    # on, or turned it into an error of its own: the reason is the time it took.
+    if fired:
+        raise _RenderTimeout(reason) from None
 
 
 def _svg_reason(e: Exception) -> str:

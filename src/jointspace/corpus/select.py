@@ -31,6 +31,7 @@ class SourceOptions:
     image_encoding: str | None = None
     text_only: bool = False
     image_only: bool = False
+    caption: str | None = None  # folder SVGs without a .txt: svgmeta.CAPTION_MODES
 
     def reader_options(self) -> dict[str, Any]:
         return {
@@ -43,6 +44,7 @@ class SourceOptions:
             "image_encoding": self.image_encoding,
             "text_only": self.text_only,
             "image_only": self.image_only,
+            "caption": self.caption,
         }
 
 

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from ..corpus.item import Item, Skipped
 from ..pipeline.backbone import Backbone
+from ..pipeline.compute import Compute
 from ..pipeline.corruption import KIND_NAMES, Junk, junk_features
 from ..pipeline.dataset import FeatureSet
 from ..pipeline.model import EncoderConfig, GatedEncoder
@@ -213,11 +214,12 @@ def compare_on_corpus(
     workers: int = 1,
     on_items: Callable[[int], None] | None = None,
     on_step: Callable[[str], None] | None = None,
+    compute: Compute | None = None,
 ) -> tuple[ComparisonRuns, dict[str, Any]]:
     """Every variant on a corpus's cached features: trained on its train split (val for early
     stopping and weight tuning), evaluated on its test split. Returns the runs and a context
     (backbone, split sizes, protocol notes) for the report."""
-    backbone = Backbone(backbone_spec)
+    backbone = Backbone(backbone_spec, compute)
     parts, data = prepare_evaluation(records, home, backbone, "test", workers, on_items)
     runs = run_comparison(
         parts,
@@ -232,6 +234,7 @@ def compare_on_corpus(
     context = {
         "sources": sorted({item.source for part in parts.values() for item in part.items}),
         "backbone": backbone_spec,
+        "precision": backbone.compute.precision,
         "split_sizes": {name: len(part) for name, part in parts.items()},
         "protocol": protocol_notes(data, max(corrupt_levels)),
         "train_config": train_config.to_dict(),

@@ -30,6 +30,7 @@ from ..errors import JointspaceError
 from ..metrics import identity_relevance, label_relevance, retrieval_metrics
 from ..pipeline.backbone import Backbone
 from ..pipeline.checkpoint import CARD_FILE, ModelCard, load_model
+from ..pipeline.compute import Compute
 from ..pipeline.corruption import Junk, Units, corrupt_units, junk_features
 from ..pipeline.dataset import FeatureSet
 from ..pipeline.features import FeatureCache, encode_texts
@@ -193,7 +194,7 @@ def prepare_evaluation(
         raise JointspaceError(
             f"The {split} split has {len(parts[split])} usable items; nothing to rank."
         )
-    cache = FeatureCache.for_backbone(home, backbone.fingerprint)
+    cache = FeatureCache.for_backbone(home, backbone.features_key)
     try:
         return parts, build_eval_set(parts[split], backbone, cache)
     finally:
@@ -256,8 +257,10 @@ def evaluate_model(
     workers: int = 1,
     on_items: Callable[[int], None] | None = None,
     allow_overlap: bool = False,
+    compute: Compute | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint on one split of a corpus; JSON-ready result.
+    """Evaluate a checkpoint on one split of a corpus; JSON-ready result. `compute`: where and
+    at what precision the backbone runs (default: this machine's best).
 
     Every evaluated item is checked against the model's training digest: any item the model
     was trained or validated on (whatever format either corpus was read in) is a bad run,
@@ -266,7 +269,7 @@ def evaluate_model(
     before models recorded a digest (which is evaluated as before, unchecked)."""
     model, card = load_model(model_dir)
     seen = seen_in_training(card)
-    backbone = Backbone(card.backbone["spec"])
+    backbone = Backbone(card.backbone["spec"], compute)
     if seen is not None:
         records = list(records)
         held = [r for r in records if isinstance(r, Item) and split_of(r.split_key) == split]
@@ -279,6 +282,7 @@ def evaluate_model(
     return {
         "model_id": card.model_id,
         "split": split,
+        "precision": backbone.compute.precision,
         "corrupt_units": corrupt_units,
         "queries": len(data.gallery),
         "overlap": overlap,

@@ -24,7 +24,8 @@ from ..store.base import Store
 from .run import IngestReport
 
 if TYPE_CHECKING:
-    from ..pipeline.backbone import Backbone
+    from ..pipeline.compute import Compute
+    from ..pipeline.features import FeatureEncoder
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ def ingest_sources(
     model: str | Path | None = None,
     options: IngestOptions | None = None,
     on_progress: ProgressCallback | None = None,
+    compute: Compute | None = None,
 ) -> IngestReport:
     """Embed the sources' items with the gated encoder and upsert them into `collection`
     (created for the model if needed). Items already stored are skipped (a re-run resumes);
@@ -98,17 +100,17 @@ def ingest_sources(
     if options.limit is not None:
         records = itertools.islice(records, options.limit)
     records = fetch_remote_images(records, options.download_workers, options.download_timeout)
-    loaded = LoadedModel.load(_model_dir(store, collection, model))
+    loaded = LoadedModel.load(_model_dir(store, collection, model), home, compute)
     target = next_version(store, collection) if options.swap else collection
     stamp = time.strftime("%Y%m%d-%H%M%S")
     errors_path = options.errors_file or home / "logs" / f"{collection}-{stamp}.errors.jsonl"
     whole = options.limit is None and options.split == "all" and options.shard is None
     total = count_hint(sources) if whole else None
 
-    def load_backbone() -> Backbone:
+    def load_backbone() -> FeatureEncoder:
         if on_progress:  # the first batch waits for it: say why
             on_progress(Progress("ingest", 0, total, "loading model"))
-        return loaded.backbone
+        return loaded.bulk_encoder()
 
     def on_batch(report: IngestReport) -> None:
         if on_progress:
@@ -116,7 +118,7 @@ def ingest_sources(
             info = f"{report.items_per_second:.1f} items/s"
             on_progress(Progress("ingest", done, total, info))
 
-    cache = FeatureCache.for_backbone(home, loaded.backbone_fingerprint)
+    cache = FeatureCache.for_backbone(home, loaded.features_key)
     try:
         report = run_ingest(
             records,

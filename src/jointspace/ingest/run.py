@@ -12,10 +12,15 @@ from pathlib import Path
 
 from ..corpus.item import TRUNCATED_REASON, Item, Skipped
 from ..corpus.thumbnails import save_thumbnail
-from ..pipeline.backbone import Backbone
 from ..pipeline.checkpoint import ModelCard
 from ..pipeline.collection_card import check_same_model, collection_card, vector_dims
-from ..pipeline.features import EncodedItem, FeatureCache, encode_items, stack_features
+from ..pipeline.features import (
+    EncodedItem,
+    FeatureCache,
+    FeatureEncoder,
+    encode_items,
+    stack_features,
+)
 from ..pipeline.model import GatedEncoder
 from ..store.base import Point, Store
 from .errors_file import ErrorsFile
@@ -115,7 +120,7 @@ def run_ingest(
     collection: str,
     model: GatedEncoder,
     card: ModelCard,
-    load_backbone: Callable[[], Backbone],
+    load_backbone: Callable[[], FeatureEncoder],
     cache: FeatureCache,
     errors_path: Path,
     refresh: bool = False,
@@ -166,7 +171,7 @@ def run_ingest(
 
 def _encoded(
     records: Iterable[Item | Skipped],
-    load_backbone: Callable[[], Backbone],
+    load_backbone: Callable[[], FeatureEncoder],
     cache: FeatureCache,
     batch_size: int,
     workers: int,

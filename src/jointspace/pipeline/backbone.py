@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from ..errors import JointspaceError
+from .compute import Compute, features_key
 
 OFFLINE_MODEL_NAME = "jointspace-offline-effnetlite0-minilm"
 PRESETS = {
@@ -150,15 +151,21 @@ def _file_digest(path: Path) -> str:
 
 
 class Backbone:
-    """A frozen open_clip model: image batches and texts in, feature arrays (float32) out."""
+    """A frozen open_clip model: image batches and texts in, feature arrays (float32) out.
 
-    def __init__(self, spec: str = "offline", device: str = "cpu") -> None:
+    `compute`: the device and precision it runs at (default: `Compute.resolve()`, i.e. the
+    environment's or the machine's best). `fingerprint` names the model and its weights, whatever
+    the precision (what a model card records); `features_key` adds the precision (what the
+    feature cache and the exported towers are keyed by)."""
+
+    def __init__(self, spec: str = "offline", compute: Compute | None = None) -> None:
         import open_clip
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         self.spec = spec
-        self.device = torch.device(device)
+        self.compute = compute or Compute.resolve()
+        self.device = torch.device(self.compute.device)
         parsed = BackboneSpec.parse(spec)
         weights_id = parsed.pretrained
         kwargs: dict[str, Any] = {}
@@ -189,6 +196,7 @@ class Backbone:
         self.preprocess: Callable[[Image.Image], torch.Tensor] = preprocess
         self.tokenizer = open_clip.get_tokenizer(parsed.model_name)
         self.fingerprint = self._fingerprint(parsed, weights_id)
+        self.features_key = features_key(self.fingerprint, self.compute.precision)
 
     def _fingerprint(self, parsed: BackboneSpec, weights_id: str | None) -> str:
         import open_clip
@@ -220,14 +228,21 @@ class Backbone:
     @torch.inference_mode()
     def encode_images(self, batch: torch.Tensor) -> np.ndarray:
         """Features of a batch of preprocessed images (N, 3, H, W)."""
-        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        return self.model.encode_image(batch).float().cpu().numpy()
+        batch = batch.to(self.device, non_blocking=True)
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            return self.model.encode_image(batch).float().cpu().numpy()
 
     @torch.inference_mode()
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Features of a list of texts."""
         tokens = self._trim_padding(self.tokenizer(texts)).to(self.device)
-        return self.model.encode_text(tokens).float().cpu().numpy()
+        with self.autocast():
+            return self.model.encode_text(tokens).float().cpu().numpy()
+
+    def autocast(self) -> torch.autocast | nullcontext:
+        """The context the towers run in: autocast to bf16/fp16, or nothing for fp32."""
+        return autocast_for(self.compute)
 
     def _trim_padding(self, tokens: torch.Tensor) -> torch.Tensor:
         """Drop the columns that are padding in every row. A Hugging Face text tower masks
@@ -240,3 +255,11 @@ class Backbone:
             return tokens
         used = (tokens != pad_id).any(dim=0).nonzero()
         return tokens[:, : int(used.max()) + 1] if len(used) else tokens[:, :1]
+
+
+def autocast_for(compute: Compute) -> torch.autocast | nullcontext:
+    """Autocast to `compute`'s reduced precision on its device type (nothing for fp32)."""
+    dtype = compute.autocast_dtype
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(torch.device(compute.device).type, dtype=dtype)

@@ -23,17 +23,29 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..corpus.images import decode_image, read_image_bytes
 from ..corpus.item import Item, Skipped, bytes_hash, text_hash
 from ..errors import BadItem, JointspaceError
-from .backbone import Backbone
 
 PR_SET_PDEATHSIG = 1
 logger = logging.getLogger("jointspace")
+
+
+class FeatureEncoder(Protocol):
+    """What turns images and texts into backbone features: the open_clip `Backbone`, or its
+    towers exported for fast loading (`pipeline.towers.ExportedTowers`)."""
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor: ...
+
+    def encode_images(self, batch: torch.Tensor) -> np.ndarray: ...
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray: ...
 
 
 class _Damaged(Exception):
@@ -490,7 +502,7 @@ def _batched(records: Iterable[Item | Skipped], size: int) -> Iterator[list[Item
 
 def encode_items(
     records: Iterable[Item | Skipped],
-    backbone: Backbone,
+    backbone: FeatureEncoder,
     cache: FeatureCache,
     batch_size: int = 32,
     workers: int = 1,
@@ -524,7 +536,7 @@ def encode_items(
 
 
 def _encode_batch(
-    batch: list[_Prepared | Skipped], backbone: Backbone, cache: FeatureCache
+    batch: list[_Prepared | Skipped], backbone: FeatureEncoder, cache: FeatureCache
 ) -> list[EncodedItem | Skipped]:
     ready = [p for p in batch if isinstance(p, _Prepared)]
     to_encode = [p for p in ready if p.pixels is not None]
@@ -557,7 +569,7 @@ def _encode_batch(
     return encoded
 
 
-def encode_texts(texts: Sequence[str], backbone: Backbone, cache: FeatureCache) -> np.ndarray:
+def encode_texts(texts: Sequence[str], backbone: FeatureEncoder, cache: FeatureCache) -> np.ndarray:
     """Features of texts (N, text_dim), from the cache where present."""
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)

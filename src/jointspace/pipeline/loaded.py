@@ -28,6 +28,7 @@ from ..errors import JointspaceError
 from .backbone import Backbone
 from .checkpoint import ModelCard, load_model
 from .collection_card import check_same_model
+from .compute import Compute, features_key
 from .model import GatedEncoder
 from .towers import DamagedExport, ExportedTowers, export_towers, towers_dir
 
@@ -44,16 +45,23 @@ def exported_towers_enabled() -> bool:
 @dataclass
 class LoadedModel:
     """A checkpoint's gated encoder, its card, and its backbone (built on first use). `home`:
-    where exported towers are kept (None: queries always build the backbone)."""
+    where exported towers are kept (None: queries always build the backbone). `compute`: the
+    device and precision the backbone runs at (default: resolved for this machine)."""
 
     model: GatedEncoder
     card: ModelCard
     home: Path | None = None
+    compute: Compute | None = None
+
+    def __post_init__(self) -> None:
+        self.compute = self.compute or Compute.resolve()
 
     @classmethod
-    def load(cls, model_dir: str | Path, home: str | Path | None = None) -> LoadedModel:
+    def load(
+        cls, model_dir: str | Path, home: str | Path | None = None, compute: Compute | None = None
+    ) -> LoadedModel:
         model, card = load_model(Path(model_dir))
-        return cls(model, card, Path(home) if home is not None else None)
+        return cls(model, card, Path(home) if home is not None else None, compute)
 
     @property
     def model_id(self) -> str:
@@ -63,6 +71,12 @@ class LoadedModel:
     def backbone_fingerprint(self) -> str:
         return self.card.backbone["fingerprint"]
 
+    @property
+    def features_key(self) -> str:
+        """What this model's backbone features are cached and exported under, at its precision."""
+        assert self.compute is not None
+        return features_key(self.backbone_fingerprint, self.compute.precision)
+
     def check_collection(self, collection: str, metadata: Mapping[str, Any]) -> None:
         """Refuse to serve a collection that another model embedded."""
         check_same_model(collection, metadata, self.card)
@@ -71,7 +85,7 @@ class LoadedModel:
     def backbone(self) -> Backbone:
         """The backbone through open_clip, checked to be the one the model was trained on; with
         a home and no export of it there yet, its towers are exported for later queries."""
-        backbone = Backbone(self.card.backbone["spec"])
+        backbone = Backbone(self.card.backbone["spec"], self.compute)
         if backbone.fingerprint != self.backbone_fingerprint:
             raise JointspaceError(
                 f"The backbone {self.card.backbone['spec']!r} installed here (fingerprint "
@@ -85,9 +99,12 @@ class LoadedModel:
 
     @property
     def _towers_folder(self) -> Path | None:
-        if self.home is None or not exported_towers_enabled():
+        """Where the towers are exported; None without a home, or on a GPU (where the
+        open_clip backbone runs: the exported towers are CPU programs)."""
+        assert self.compute is not None
+        if self.home is None or not exported_towers_enabled() or self.compute.on_gpu:
             return None
-        return towers_dir(self.home, self.backbone_fingerprint)
+        return towers_dir(self.home, self.features_key)
 
     @cached_property
     def towers(self) -> ExportedTowers | None:
@@ -98,7 +115,7 @@ class LoadedModel:
         if folder is None:
             return None
         try:
-            return ExportedTowers.open(folder, self.backbone_fingerprint)
+            return ExportedTowers.open(folder, self.features_key)
         except DamagedExport as damage:
             self._discard(folder, damage)
             return None
@@ -106,7 +123,7 @@ class LoadedModel:
     def _export(self, backbone: Backbone, folder: Path) -> ExportedTowers | None:
         """Export the towers, or say why not: a query never fails for want of an export."""
         try:
-            existing = ExportedTowers.open(folder, backbone.fingerprint)
+            existing = ExportedTowers.open(folder, backbone.features_key)
         except DamagedExport:
             existing = None
         if existing is not None:
@@ -137,6 +154,12 @@ class LoadedModel:
         if towers is not None and (towers.has_text or not text) and (towers.has_image or not image):
             return towers
         return self.backbone
+
+    def bulk_encoder(self) -> Backbone | ExportedTowers:
+        """What embeds a corpus (ingest): the exported towers when both are there (they load in
+        a fraction of a second; open_clip takes seconds), else the backbone, which exports
+        them for the next run."""
+        return self._encoder(text=True, image=True)
 
     def embed(self, text: str | None = None, image: Image.Image | None = None) -> np.ndarray:
         """The query vector: the text tower for a text, the image tower for an image, the gated

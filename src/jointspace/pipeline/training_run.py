@@ -15,6 +15,7 @@ from ..corpus.split import SPLITS, split_of
 from ..errors import JointspaceError
 from .backbone import Backbone
 from .checkpoint import save_model
+from .compute import Compute
 from .corruption import junk_features
 from .dataset import FeatureSet, build_feature_set
 from .features import FeatureCache
@@ -48,7 +49,7 @@ def load_features(
     on_items: Callable[[int], None] | None = None,
 ) -> tuple[FeatureSet, list[Skipped]]:
     """A corpus's features through the cache under `home`."""
-    cache = FeatureCache.for_backbone(home, backbone.fingerprint)
+    cache = FeatureCache.for_backbone(home, backbone.features_key)
     try:
         features, skipped = build_feature_set(
             records, backbone, cache, workers=workers, on_batch=on_items
@@ -68,11 +69,13 @@ def train_model(
     workers: int = 1,
     on_items: Callable[[int], None] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    compute: Compute | None = None,
 ) -> dict[str, Any]:
     """Train on the training split (the validation split picks the epoch; the test split is
-    never touched), save the checkpoint to `out`, and return a summary."""
+    never touched), save the checkpoint to `out`, and return a summary. `compute`: where and
+    at what precision the backbone runs (default: this machine's best)."""
     started = time.perf_counter()
-    backbone = Backbone(backbone_spec)
+    backbone = Backbone(backbone_spec, compute)
     features, skipped = load_features(records, home, backbone, workers, on_items)
     parts = split_feature_set(features)
     if len(parts["train"]) < MIN_TRAIN_ITEMS or len(parts["val"]) < 2:
@@ -98,6 +101,7 @@ def train_model(
     backbone_card = {
         "spec": backbone_spec,
         "fingerprint": backbone.fingerprint,
+        "precision": backbone.compute.precision,
         "image_dim": backbone.image_dim,
         "text_dim": backbone.text_dim,
     }
@@ -109,5 +113,7 @@ def train_model(
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "val_metrics": result.val_metrics,
+        "device": backbone.compute.device,
+        "precision": backbone.compute.precision,
         "seconds": time.perf_counter() - started,
     }

@@ -21,7 +21,8 @@ class ServiceSettings:
     must send (None: none). `processes`: server processes (more than one needs a Qdrant
     server). `model_threads`: threads running model calls (each with its share of the cores as
     torch threads; `jointspace serve` takes `default_model_threads()`); `queue_size`: calls that
-    may wait for one (beyond: 503). `max_upload_bytes`: the largest query image accepted."""
+    may wait for one (beyond: 503). `max_upload_bytes`: the largest query image accepted.
+    `device`/`precision`: where queries run the backbone, as `jointspace.connect` takes them."""
 
     home: Path | None = None
     qdrant_url: str | None = None
@@ -35,6 +36,8 @@ class ServiceSettings:
     model_threads: int = 1
     queue_size: int = 32
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    device: str | None = None
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "collections", tuple(dict.fromkeys(self.collections)))

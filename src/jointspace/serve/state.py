@@ -62,6 +62,8 @@ class Service:
             settings.qdrant_api_key,
             grpc=settings.grpc,
             owner=settings.owner,
+            device=settings.device,
+            precision=settings.precision,
         )
         try:
             names = list(settings.collections) or self._ready_collections()

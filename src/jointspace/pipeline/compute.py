@@ -1,0 +1,133 @@
+"""Where and at what precision the backbone runs: `--device auto|cpu|cuda[:N]`,
+`--precision auto|fp32|bf16|fp16`.
+
+`auto` device: CUDA when torch sees a GPU, else the CPU. `auto` precision: on a GPU, bf16 where
+it has bf16 (fp16 elsewhere); on a CPU, bf16 where the CPU does bf16 natively (the avx512_bf16
+or AMX flags; measured here: the image tower at 2.5x the fp32 images/s, features at cosine
+>= 0.998 of fp32) and fp32 elsewhere (emulated bf16 is slower than fp32). fp32 is the reference.
+
+Precision changes the features a little, so it is part of the backbone's identity for its
+feature cache and its exported towers (`features_key`): fp32 features and bf16 features are
+never mixed in one cache. A model trained at one precision runs at another: on the six tasks
+the difference was measured at well under 0.01 R@10 / MAP (benchmarks/RESULTS.md, issue 11).
+The device is not part of that identity (fp32 on a GPU and on a CPU agree to ~1e-6).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING
+
+from ..errors import JointspaceError
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICE_ENV = "JOINTSPACE_DEVICE"
+PRECISION_ENV = "JOINTSPACE_PRECISION"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+REFERENCE = "fp32"
+_NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@dataclass(frozen=True)
+class Compute:
+    """A resolved device and precision, and why they were chosen (for logs and reports)."""
+
+    device: str
+    precision: str
+    reason: str = ""
+
+    @classmethod
+    def resolve(cls, device: str | None = None, precision: str | None = None) -> Compute:
+        """Resolve `auto` (or None: the environment's JOINTSPACE_DEVICE / JOINTSPACE_PRECISION,
+        then auto) to what this machine has. Raises JointspaceError for an unusable value."""
+        device = _resolve_device((device or os.environ.get(DEVICE_ENV) or "auto").strip())
+        wanted = (precision or os.environ.get(PRECISION_ENV) or "auto").strip().lower()
+        if wanted not in PRECISIONS:
+            raise JointspaceError(
+                f"Unknown precision {wanted!r}: use one of {', '.join(PRECISIONS)}."
+            )
+        if wanted != "auto":
+            if wanted == "fp16" and not device.startswith("cuda"):
+                raise JointspaceError(
+                    "fp16 runs on a GPU only; on the CPU use --precision bf16 or fp32."
+                )
+            return cls(device, wanted, "as asked")
+        chosen, reason = _auto_precision(device)
+        return cls(device, chosen, reason)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype the towers run in under autocast (None: fp32, no autocast)."""
+        import torch
+
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def describe(self) -> str:
+        return f"{self.device}, {self.precision}" + (f" ({self.reason})" if self.reason else "")
+
+
+def features_key(fingerprint: str, precision: str) -> str:
+    """The identity of a backbone's features at a precision: its fingerprint for fp32 (so
+    caches and exports made before precision was an option stay valid), else a hash of both."""
+    if precision == REFERENCE:
+        return fingerprint
+    return hashlib.sha256(f"{fingerprint}:{precision}".encode()).hexdigest()[:16]
+
+
+def _resolve_device(device: str) -> str:
+    import torch  # here: resolving is the first thing that needs it
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise JointspaceError(f"Unknown device {device!r}: use auto, cpu, cuda or cuda:N.")
+    if not torch.cuda.is_available():
+        raise JointspaceError(
+            f"--device {device}: torch sees no CUDA GPU on this machine; use --device cpu "
+            "(or auto)."
+        )
+    if index and int(index) >= torch.cuda.device_count():
+        raise JointspaceError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+            f"numbered from 0."
+        )
+    return device
+
+
+def _auto_precision(device: str) -> tuple[str, str]:
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "the GPU supports bf16"
+        return "fp16", "the GPU has no bf16"
+    flags = cpu_flags()
+    native = [flag for flag in _NATIVE_BF16_FLAGS if flag in flags]
+    if native:
+        return "bf16", f"the CPU has {'/'.join(native)}"
+    return REFERENCE, "the CPU has no native bf16"
+
+
+@cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux reports them (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
