@@ -7,6 +7,8 @@ can: what `auto` picks and the sentence an impossible choice gets.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -136,3 +138,18 @@ def test_cli_bad_device_or_precision_is_a_bad_run(session, tmp_path) -> None:
     if not torch.cuda.is_available():
         query = ["query", "--collection", COLLECTION, "--text", "x", "--device", "cuda"]
         assert_bad_run(run_cli(query, session.home), "no CUDA GPU")
+
+
+def test_a_gpu_batches_by_its_memory_and_decodes_on_all_cores_but_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 << 30, 16 << 30))
+    gpu = Compute("cuda", "bf16")
+    assert (gpu.default_batch_size(), gpu.default_workers()) == (256, 15)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (100 << 30, 140 << 30))
+    assert gpu.default_batch_size() == 512
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 << 30, 140 << 30))
+    assert gpu.default_batch_size() == 32
+    cpu = Compute("cpu", "fp32")
+    assert (cpu.default_batch_size(), cpu.default_workers()) == (32, 1)

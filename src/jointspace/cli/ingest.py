@@ -25,7 +25,6 @@ from .common import (
     SourcesArg,
     TextColumnOpt,
     TextOnlyOpt,
-    WorkersOpt,
     app,
     handles_errors,
     print_json,
@@ -66,7 +65,15 @@ def ingest(
     limit: Annotated[int | None, typer.Option(min=0, help="Stop after N records.")] = None,
     refresh: RefreshOpt = False,
     errors_file: ErrorsOpt = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Items per backbone batch.")] = 32,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Items per backbone batch [default: 32 on a CPU; on a GPU by its free memory, "
+            "up to 512].",
+            show_default=False,
+        ),
+    ] = None,
     swap: SwapOpt = False,
     shard: Annotated[
         str | None, typer.Option(help="I/N: only slice I of N, so N machines can share a corpus.")
@@ -94,7 +101,15 @@ def ingest(
     image_column: ImageColumnOpt = None,
     text_column: TextColumnOpt = None,
     label_column: LabelColumnOpt = None,
-    workers: WorkersOpt = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Image decoding worker processes [default: 1 on a CPU; on a GPU all cores but "
+            "one].",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,8 +38,8 @@ class IngestOptions:
     limit: int | None = None
     refresh: bool = False
     swap: bool = False
-    batch_size: int = 32
-    workers: int = 1
+    batch_size: int | None = None  # None: by device (Compute.default_batch_size)
+    workers: int | None = None  # None: by device (Compute.default_workers)
     download_workers: int = 8
     download_timeout: float = 10.0
     errors_file: Path | None = None
@@ -48,8 +48,8 @@ class IngestOptions:
         check_split(self.split)
         parse_shard(self.shard)
         for name, value, least in (
-            ("batch_size", self.batch_size, 1),
-            ("workers", self.workers, 0),
+            ("batch_size", self.batch_size if self.batch_size is not None else 1, 1),
+            ("workers", self.workers if self.workers is not None else 0, 0),
             ("download_workers", self.download_workers, 1),
             ("limit", self.limit if self.limit is not None else 0, 0),
         ):
@@ -60,6 +60,10 @@ class IngestOptions:
             raise JointspaceError(
                 f"--download-timeout must be more than 0 seconds (got {self.download_timeout})."
             )
+
+
+def _or_default(value: int | None, default: Callable[[], int]) -> int:
+    return default() if value is None else value
 
 
 def _model_dir(store: Store, collection: str, model: str | Path | None) -> Path:
@@ -101,6 +105,7 @@ def ingest_sources(
         records = itertools.islice(records, options.limit)
     records = fetch_remote_images(records, options.download_workers, options.download_timeout)
     loaded = LoadedModel.load(_model_dir(store, collection, model), home, compute)
+    assert loaded.compute is not None
     target = next_version(store, collection) if options.swap else collection
     stamp = time.strftime("%Y%m%d-%H%M%S")
     errors_path = options.errors_file or home / "logs" / f"{collection}-{stamp}.errors.jsonl"
@@ -130,8 +135,10 @@ def ingest_sources(
             cache,
             errors_path,
             refresh=options.refresh,
-            batch_size=options.batch_size,
-            workers=options.workers,
+            batch_size=options.batch_size or loaded.compute.default_batch_size(),
+            workers=loaded.compute.default_workers()
+            if options.workers is None
+            else options.workers,
             on_batch=on_batch,
             thumbnails=home / "thumbnails",
         )

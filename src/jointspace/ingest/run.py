@@ -1,4 +1,11 @@
-"""One ingest run: skip what is stored, encode the rest in batches, upsert each batch."""
+"""One ingest run: skip what is stored, encode the rest in batches, upsert each batch.
+
+Three stages overlap: worker processes decode images ahead of the towers (pipeline/features.py),
+the towers encode batch N+1 in this thread while a writer thread embeds batch N with the gated
+encoder and upserts it (with its payload indexes and thumbnails), so the towers do not wait for
+the store. The writer is one batch behind at most: an interrupted run waits for it, so every
+batch that was encoded is kept.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,33 +148,67 @@ def run_ingest(
     records = _distinct(records, report)
     if not refresh:
         records = _not_stored(records, store, collection, report)
-    extra_fields: dict[str, str] = {}  # the source's own columns made filterable so far
-    with ErrorsFile(errors_path) as errors, store.bulk(collection):
+    writer = _Writer(store, collection, model, thumbnails)
+    pending: tuple[Future[None], list[EncodedItem]] | None = None
+
+    def finish_pending() -> None:
+        """Wait for the batch being written, then count it."""
+        nonlocal pending
+        if pending is None:
+            return
+        future, encoded = pending
+        pending = None
+        future.result()
+        for item in (e.item for e in encoded if e.item.truncated):
+            errors.note(item, TRUNCATED_REASON)
+            report.truncated += 1
+        report.ingested += len(encoded)
+        report.skipped = errors.count
+        report.seconds = time.perf_counter() - started
+        if on_batch:
+            on_batch(report)
+
+    with (
+        ErrorsFile(errors_path) as errors,
+        store.bulk(collection),
+        ThreadPoolExecutor(1, "jointspace-writer") as writing,
+    ):
         try:
             for batch in _encoded(records, load_backbone, cache, batch_size, workers):
                 encoded = [e for e in batch if isinstance(e, EncodedItem)]
                 for skipped in (e for e in batch if isinstance(e, Skipped)):
                     errors.write(skipped)
-                if encoded:
-                    points = _embed(model, encoded)
-                    store.upsert(collection, points)
-                    _index_extra_fields(store, collection, points, extra_fields)
-                    if thumbnails is not None:
-                        _save_thumbnails(thumbnails, encoded)
-                for item in (e.item for e in encoded if e.item.truncated):
-                    errors.note(item, TRUNCATED_REASON)
-                    report.truncated += 1
-                report.ingested += len(encoded)
-                report.skipped = errors.count
-                report.seconds = time.perf_counter() - started
-                if on_batch:
-                    on_batch(report)
+                finish_pending()
+                pending = (writing.submit(writer.write, encoded), encoded)
         finally:
-            report.skipped = errors.count
-            report.skipped_by_reason = dict(errors.reasons.most_common())
-            report.errors_file = str(errors_path) if errors.written else None
-            report.seconds = time.perf_counter() - started
+            try:
+                finish_pending()  # even on an interrupt: what was encoded is kept
+            finally:
+                report.skipped = errors.count
+                report.skipped_by_reason = dict(errors.reasons.most_common())
+                report.errors_file = str(errors_path) if errors.written else None
+                report.seconds = time.perf_counter() - started
     return report
+
+
+class _Writer:
+    """Embeds encoded batches with the gated encoder and upserts them (in the writer thread)."""
+
+    def __init__(
+        self, store: Store, collection: str, model: GatedEncoder, thumbnails: Path | None
+    ) -> None:
+        self.store, self.collection, self.model = store, collection, model
+        self.thumbnails = thumbnails
+        self.extra_fields: dict[str, str] = {}  # the source's own columns made filterable
+
+    def write(self, encoded: list[EncodedItem]) -> None:
+        if not encoded:
+            return
+        points = _embed(self.model, encoded)
+        self.store.upsert(self.collection, points)
+        _index_extra_fields(self.store, self.collection, points, self.extra_fields)
+        if self.thumbnails is not None:
+            _save_thumbnails(self.thumbnails, encoded)
 
 
 def _encoded(

@@ -228,6 +228,8 @@ class Backbone:
     @torch.inference_mode()
     def encode_images(self, batch: torch.Tensor) -> np.ndarray:
         """Features of a batch of preprocessed images (N, 3, H, W)."""
+        if self.device.type == "cuda":  # pinned: the copy to the GPU overlaps the next batch
+            batch = batch.pin_memory()
         batch = batch.to(self.device, non_blocking=True)
         batch = batch.contiguous(memory_format=torch.channels_last)
         with self.autocast():
