@@ -168,9 +168,11 @@ def test_the_creator_is_the_agent_not_the_clip_title(tmp_path: Path) -> None:
         "name": "agent",
         "creator": "Nicu Buculei",
         "license": PUBLIC_DOMAIN,
+        "caption_kinds": ["english-title", "empty-description"],
     }
     assert items["plain.svg"].extra["creator"] == "Jane Doe"
-    assert items["nobody.svg"].extra == {"name": "nobody"}  # no empty payload fields
+    nobody = items["nobody.svg"].extra  # no empty payload fields
+    assert nobody == {"name": "nobody", "caption_kinds": ["english-title", "empty-description"]}
 
 
 def test_labels_are_the_folder_path_then_the_keywords(tmp_path: Path) -> None:
@@ -465,3 +467,41 @@ def test_the_time_limit_holds_in_a_forked_decoding_worker(monkeypatch: pytest.Mo
         assert pool.submit(_decode_reason, _slow_svg()).result(timeout=60) == (
             "svg took longer than 0.2 s to render"
         )
+
+
+def test_caption_kinds_name_the_natural_noise() -> None:
+    from jointspace.corpus.caption_kinds import CAPTION_KINDS, caption_kinds
+    from jointspace.corpus.svgmeta import SvgMeta
+
+    keywords = ("penguin", "bird", "animal", "ice")
+    english = SvgMeta(title="A penguin on the ice", keywords=keywords)
+    assert caption_kinds(english) == [
+        "english-title",
+        "empty-description",
+        "rich-keywords",
+    ]
+    described = SvgMeta(title="Penguin", description="A penguin standing on ice.", keywords=("x",))
+    assert caption_kinds(described) == ["english-title"]
+    assert caption_kinds(SvgMeta(title="Cigno di notte nella palude"))[0] == "non-english-title"
+    assert caption_kinds(SvgMeta(title="Clipart by Nicu Buculei - head1"))[0] == "name-title"
+    creator = SvgMeta(
+        title="Architetto Francesco Rollandin", creator="Architetto Francesco Rollandin"
+    )
+    assert caption_kinds(creator)[0] == "name-title"
+    assert caption_kinds(SvgMeta(title="07_lastquarter_openclipart"))[0] == "file-title"
+    assert caption_kinds(SvgMeta(title="Rana01"))[0] == "file-title"
+    assert caption_kinds(None) == ["no-title", "empty-description"]
+    same = SvgMeta(title="Tux", description="tux.")
+    assert "empty-description" in caption_kinds(same)
+    assert set(caption_kinds(english)) <= set(CAPTION_KINDS)
+
+
+def test_svg_items_carry_their_caption_kinds_as_a_filterable_list(tmp_path) -> None:
+    from jointspace.corpus.folder import read_folder
+
+    (tmp_path / "birds").mkdir()
+    (tmp_path / "birds" / "puffin.svg").write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"><title>Puffin</title></svg>'
+    )
+    (item,) = read_folder(tmp_path)
+    assert item.extra["caption_kinds"] == ["english-title", "empty-description"]

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from jointspace.corpus.caption_kinds import caption_kinds
 from jointspace.corpus.item import MAX_CAPTION_BYTES, Item, Skipped, cut_caption, limit_caption
 from jointspace.corpus.svgmeta import (
     DEFAULT_CAPTION,
@@ -108,7 +109,7 @@ def _read_directory(
             meta = read_svg_meta(directory / name)
             text, truncated = limit_caption(svg_caption(meta, stem, caption))
             item_labels += tuple(k for k in keyword_labels(meta) if k not in labels)
-            extra |= _svg_payload(meta)
+            extra |= _svg_payload(meta) | {"caption_kinds": caption_kinds(meta)}
         yield Item(
             source=source,
             key=key,
