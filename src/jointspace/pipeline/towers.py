@@ -370,27 +370,36 @@ class ExportedTowers:
     # -- image -----------------------------------------------------------------------------------
 
     @cached_property
-    def _image(self) -> tuple[Preprocess, torch.nn.Module]:
+    def _preprocess(self) -> Preprocess:
+        try:
+            return Preprocess(**self.meta["image"]["preprocess"])
+        except Exception as error:
+            raise DamagedExport(
+                f"the image preprocessing is unreadable ({_reason(error)})"
+            ) from None
+
+    @cached_property
+    def _image(self) -> torch.nn.Module:
         side = self.meta["image"]
         try:
-            preprocess = Preprocess(**side["preprocess"])
             tower = _load_tower(side["tower"], self._file(side, "tower"), side.get("config"))
             self.loaded.add("image")
-            probe = self._run_image(tower, preprocess(probe_images()[0])[None])
+            probe = self._run_image(tower, self._preprocess(probe_images()[0])[None])
         except DamagedExport:
             raise
         except Exception as error:
             raise DamagedExport(f"the image tower cannot be loaded ({_reason(error)})") from None
         self._check_probe("image", probe, side["probe"]["features"])
-        return preprocess, tower
+        return tower
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """A picture as the image tower's input (3, H, W), as the backbone's preprocess."""
-        return self._image[0](image)
+        """A picture as the image tower's input (3, H, W), as the backbone's preprocess. Needs
+        no tower: ingest's decoding workers start before the towers are loaded."""
+        return self._preprocess(image)
 
     def encode_images(self, batch: torch.Tensor) -> np.ndarray:
         """Features of a batch of preprocessed images (N, 3, H, W)."""
-        return self._run_image(self._image[1], batch)
+        return self._run_image(self._image, batch)
 
     def _run_image(self, tower: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
         batch = batch.contiguous(memory_format=torch.channels_last)
