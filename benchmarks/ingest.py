@@ -107,10 +107,10 @@ class Engine:
         return batched_rate(self.encoder.encode_texts, captions)
 
 
-def engine(label: str, precision: str, model_dir: str, home: Path, stamps: list[Stamp]) -> Engine:
-    """The encoder ingest uses at `precision` (exported towers in `home`) and all the images
-    decoded and preprocessed by it, as ingest does (untimed)."""
-    loaded = LoadedModel.load(model_dir, home, Compute.resolve("cpu", precision))
+def engine(label: str, compute: Compute, model_dir: str, home: Path, stamps: list[Stamp]) -> Engine:
+    """The encoder ingest uses on `compute` (exported towers in `home` on a CPU) and all the
+    images decoded and preprocessed by it, as ingest does (untimed)."""
+    loaded = LoadedModel.load(model_dir, home, compute)
     encoder = loaded.bulk_encoder()
     tensors = []
     for stamp in stamps:
@@ -126,7 +126,8 @@ from PIL import Image
 started = time.perf_counter()
 from jointspace.pipeline.compute import Compute
 from jointspace.pipeline.loaded import LoadedModel
-loaded = LoadedModel.load(sys.argv[1], Path(sys.argv[2]), Compute.resolve("cpu", sys.argv[3]))
+compute = Compute.resolve(sys.argv[3], sys.argv[4])
+loaded = LoadedModel.load(sys.argv[1], Path(sys.argv[2]), compute)
 imported = time.perf_counter()
 encoder = loaded.bulk_encoder()
 encoder.encode_images(encoder.preprocess(Image.new("RGB", (64, 64), "white"))[None])
@@ -138,11 +139,11 @@ print(json.dumps({"imports_s": imported - started, "towers_s": towers - imported
 """
 
 
-def load_times(model_dir: str, home: Path, precision: str) -> dict:
+def load_times(model_dir: str, home: Path, device: str, precision: str) -> dict:
     """In a fresh interpreter: imports, then the towers loaded and run once (what ingest loads
     before its first batch), then the open_clip backbone (what it loaded before)."""
     out = subprocess.run(
-        [sys.executable, "-c", _LOAD_SNIPPET, model_dir, str(home), precision],
+        [sys.executable, "-c", _LOAD_SNIPPET, model_dir, str(home), device, precision],
         check=True,
         capture_output=True,
         text=True,
@@ -150,8 +151,12 @@ def load_times(model_dir: str, home: Path, precision: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def ingest_command(corpus: Path, model_dir: str, precision: str, extra: Sequence[str] = ()):
+def ingest_command(
+    corpus: Path, model_dir: str, device: str, precision: str, extra: Sequence[str] = ()
+) -> list[str]:
     return [
+        "--device",
+        device,
         "--precision",
         precision,
         "ingest",
@@ -167,9 +172,11 @@ def ingest_command(corpus: Path, model_dir: str, precision: str, extra: Sequence
 
 
 def home_with_towers(work: Path, label: str, towers_home: Path) -> Path:
-    """An empty home holding only the exported towers (no features, no store)."""
+    """An empty home holding only the exported towers (no features, no store; on a GPU there
+    are none: ingest runs the open_clip backbone there)."""
     home = fresh_home(work, label)
-    shutil.copytree(towers_home / "towers", home / "towers")
+    if (towers_home / "towers").is_dir():
+        shutil.copytree(towers_home / "towers", home / "towers")
     return home
 
 
@@ -189,6 +196,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds (medians are reported)")
     parser.add_argument("--model", help="use this trained model folder instead of training one")
     parser.add_argument("--workdir", help="scratch folder (default: a new one under /tmp)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     args = parser.parse_args()
 
     work = workdir("ingest", args.workdir)
@@ -198,7 +206,7 @@ def main() -> None:
     stamps = select_stamps(args.n, args.seed)
     corpus = make_folder_corpus(stamps, work / "corpus")
     captions = [stamp.caption for stamp in stamps]
-    default_precision = Compute.resolve("cpu", "auto")
+    default_precision = Compute.resolve(args.device, "auto")
     print(f"default precision here: {default_precision.describe()}")
     if args.model:
         model_dir, train_wall = args.model, None
@@ -212,14 +220,16 @@ def main() -> None:
     for label, precision in paths.items():
         towers_homes[label] = fresh_home(work, f"towers-{label}")
         first = run_cli(
-            ingest_command(corpus, model_dir, precision, ["--limit", "8"]),
+            ingest_command(corpus, model_dir, args.device, precision, ["--limit", "8"]),
             towers_homes[label],
             sample_memory=False,
         )
         first_runs[label] = first.wall_s
-        load[label] = load_times(model_dir, towers_homes[label], precision)
+        load[label] = load_times(model_dir, towers_homes[label], args.device, precision)
     engines = {
-        label: engine(label, precision, model_dir, towers_homes[label], stamps)
+        label: engine(
+            label, Compute.resolve(args.device, precision), model_dir, towers_homes[label], stamps
+        )
         for label, precision in paths.items()
     }
     reference = engines["fp32"].encoder.encode_images(engines["fp32"].pixels[:BATCH])
@@ -237,7 +247,7 @@ def main() -> None:
             text_rates[label].append(engines[label].text_rate(captions))
         for label in rotated(list(paths), round_):
             home = home_with_towers(work, f"ingest-{label}", towers_homes[label])
-            run = run_cli(ingest_command(corpus, model_dir, paths[label]), home)
+            run = run_cli(ingest_command(corpus, model_dir, args.device, paths[label]), home)
             doc = run.document
             if doc["ingested"] != args.n:
                 print(f"warning: {label}: ingested {doc['ingested']} of {args.n} ({doc})")
@@ -360,6 +370,7 @@ def main() -> None:
         {
             "n": args.n,
             "rounds": args.rounds,
+            "device": args.device,
             "default_precision": precision_of["default"],
             "ingest_ips": round(runs["default"]["ips"], 2),
             "ingest_fp32_ips": round(runs["fp32"]["ips"], 2),

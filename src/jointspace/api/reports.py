@@ -8,7 +8,9 @@ from typing import Any
 
 @dataclass(frozen=True)
 class TrainReport:
-    """A finished training run: the saved model, its data split and validation metrics."""
+    """A finished training run: the saved model, its data split and validation metrics.
+    `data["per_source"]` counts each source's train/val/test/skipped items; `val_metrics` is
+    the mean over sources of `val_per_source` (one source: its own)."""
 
     model_id: str
     path: str
@@ -19,6 +21,7 @@ class TrainReport:
     seconds: float
     device: str = "cpu"  # where the backbone ran
     precision: str = "fp32"  # and at what precision (the card records it)
+    val_per_source: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -26,7 +29,9 @@ class TrainReport:
 
 @dataclass(frozen=True)
 class EvalReport:
-    """One model on one split: the six tasks' metrics and the protocols they follow."""
+    """One model on one split: the six tasks' metrics and the protocols they follow.
+    `per_source`: source → {"queries", "tasks"}, each source's queries ranked against its own
+    gallery; `tasks` pools every source's queries (one source: its own)."""
 
     model_id: str
     split: str
@@ -36,6 +41,7 @@ class EvalReport:
     protocol: dict[str, str]
     overlap: int | None = None  # evaluated items seen in training (None: model records none)
     precision: str = "fp32"  # the backbone's precision for this evaluation
+    per_source: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -44,7 +50,8 @@ class EvalReport:
 @dataclass(frozen=True)
 class ComparisonReport:
     """Every variant over seeds and corruption levels (`runs`: one entry per level, each with
-    `variants` → `tasks` → metric → {mean, std}); `report_dir` when files were written."""
+    `variants` → `tasks` → metric → {mean, std}, and `per_source` → source → `variants` ...);
+    `report_dir` when files were written."""
 
     document: dict[str, Any]
     report_dir: str | None = None
@@ -84,6 +91,8 @@ class CollectionSummary:
     aliases: list[str] = field(default_factory=list)
     state: str = "ready"
     detail: str = ""
+    indexed: bool = False  # searched through an HNSW index (else exactly)
+    quantize: str | None = None  # "int8" when it keeps int8 copies of its vectors
 
     @classmethod
     def from_info(cls, info: Any, aliases: dict[str, str]) -> CollectionSummary:
@@ -96,6 +105,8 @@ class CollectionSummary:
             aliases=sorted(a for a, target in aliases.items() if target == info.name),
             state=info.state,
             detail=info.detail,
+            indexed=info.indexed,
+            quantize=info.quantize,
         )
 
     @property

@@ -16,6 +16,7 @@ from .home import resolve_home
 from .reports import CollectionSummary, CopyReport
 
 if TYPE_CHECKING:
+    from ..ingest.indexing import IndexOutcome
     from ..ingest.run import IngestReport
     from ..store.base import Snapshot, Store
     from .collection import Collection
@@ -131,6 +132,13 @@ class Space:
     def drop(self, name: str) -> None:
         """Delete a collection and its points."""
         self.store.drop_collection(name)
+
+    def build_index(self, name: str, on_progress: ProgressCallback | None = None) -> IndexOutcome:
+        """Build (or rebuild) the HNSW search index of a collection now (ingest does it by
+        itself past 20,000 units); searches use it afterwards."""
+        from ..ingest.indexing import build_index
+
+        return build_index(self.store, self.store.resolve(name), on_progress)
 
     def prune(self, alias: str, keep: int = 0) -> list[str]:
         """Drop the old versions (ALIAS_vN) an alias no longer points at, keeping the `keep`

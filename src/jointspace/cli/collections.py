@@ -1,4 +1,4 @@
-"""`jointspace collections`: list, inspect, prune and drop collections."""
+"""`jointspace collections`: list, inspect, index, prune and drop collections."""
 
 from __future__ import annotations
 
@@ -7,7 +7,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .common import JsonOpt, collections_app, handles_errors, print_json, stderr, stdout
+from .common import (
+    JsonOpt,
+    ProgressView,
+    QuietOpt,
+    collections_app,
+    handles_errors,
+    print_json,
+    stderr,
+    stdout,
+)
 
 YesOpt = Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")]
 
@@ -53,9 +62,29 @@ def collections_info(
     table.add_row("vectors", ", ".join(f"{k} ({v}-d)" for k, v in summary.vectors.items()))
     table.add_row("aliases", ", ".join(summary.aliases))
     table.add_row("filterable", ", ".join(summary.filterable))
+    table.add_row("search", "HNSW index" if summary.indexed else "exact (no index)")
+    table.add_row("quantization", summary.quantize or "none")
     for key, value in summary.metadata.items():
         table.add_row(key, str(value))
     stdout.print(table)
+
+
+@collections_app.command("index")
+@handles_errors
+def collections_index(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Collection name.")],
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Build (or rebuild) a collection's HNSW search index now. Ingest builds it by itself once
+    a collection reaches 20,000 units (`ingest --index auto`)."""
+    with ctx.obj.space() as space, ProgressView(quiet) as progress:
+        outcome = space.build_index(name, on_progress=progress)
+    if as_json:
+        print_json(vars(outcome))
+    else:
+        stderr.print(f"Indexed {outcome.points:,} units of '{name}' in {outcome.seconds:.1f} s.")
 
 
 @collections_app.command("prune")

@@ -21,6 +21,8 @@ from ..corpus.select import (
 from ..errors import JointspaceError
 from ..progress import Progress, ProgressCallback
 from ..store.base import Store
+from ..store.indexing import check_quantize
+from .indexing import check_index_mode, index_after_ingest
 from .run import IngestReport
 
 if TYPE_CHECKING:
@@ -43,9 +45,13 @@ class IngestOptions:
     download_workers: int = 8
     download_timeout: float = 10.0
     errors_file: Path | None = None
+    quantize: str | None = None  # "int8": a new collection keeps int8 copies of its vectors
+    index: str = "auto"  # auto | build | skip: the HNSW index after the run (ingest/indexing.py)
 
     def __post_init__(self) -> None:
         check_split(self.split)
+        check_index_mode(self.index)
+        object.__setattr__(self, "quantize", check_quantize(self.quantize))
         parse_shard(self.shard)
         for name, value, least in (
             ("batch_size", self.batch_size if self.batch_size is not None else 1, 1),
@@ -141,9 +147,12 @@ def ingest_sources(
             else options.workers,
             on_batch=on_batch,
             thumbnails=home / "thumbnails",
+            quantize=options.quantize,
         )
     finally:
         cache.close()
+    index = index_after_ingest(store, target, options.index, on_progress)
+    report.index_built, report.index_seconds = index.built, round(index.seconds, 2)
     if options.swap:
         store.set_alias(collection, target)
     return report

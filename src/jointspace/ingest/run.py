@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..corpus.item import TRUNCATED_REASON, Item, Skipped
 from ..corpus.thumbnails import save_thumbnail
+from ..errors import JointspaceError
 from ..pipeline.checkpoint import ModelCard
 from ..pipeline.collection_card import check_same_model, collection_card, vector_dims
 from ..pipeline.features import (
@@ -52,6 +53,8 @@ class IngestReport:
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
     errors_file: str | None = None
     seconds: float = 0.0
+    index_built: bool = False  # whether the run ended by building the HNSW search index
+    index_seconds: float = 0.0
 
     @property
     def items_per_second(self) -> float:
@@ -65,11 +68,21 @@ class IngestReport:
         return document
 
 
-def ensure_collection(store: Store, collection: str, card: ModelCard) -> None:
-    """Create the collection for this model (its card, vectors and payload indexes), or check
-    that an existing one was embedded by this same model."""
+def ensure_collection(
+    store: Store, collection: str, card: ModelCard, quantize: str | None = None
+) -> None:
+    """Create the collection for this model (its card, vectors and payload indexes; int8
+    copies of its vectors with `quantize="int8"`), or check that an existing one was embedded
+    by this same model (and, when `quantize` is given, is quantized so)."""
     if store.has_collection(collection):
-        check_same_model(collection, store.info(collection).metadata, card)
+        info = store.info(collection)
+        check_same_model(collection, info.metadata, card)
+        if quantize is not None and info.quantize != quantize:
+            raise JointspaceError(
+                f"Collection '{collection}' exists {_quantized(info.quantize)}; --quantize "
+                "applies when a collection is created: ingest with --swap to build a new "
+                "version, or leave --quantize out."
+            )
         return
     store.create_collection(
         collection,
@@ -77,7 +90,12 @@ def ensure_collection(store: Store, collection: str, card: ModelCard) -> None:
         collection_card(card),
         keyword_fields=KEYWORD_FIELDS,
         fields=NUMERIC_FIELDS,
+        quantize=quantize,
     )
+
+
+def _quantized(quantize: str | None) -> str:
+    return f"with {quantize} quantization" if quantize else "without quantization"
 
 
 def _distinct(records: Iterable[Item | Skipped], report: IngestReport) -> Iterator[Item | Skipped]:
@@ -136,6 +154,7 @@ def run_ingest(
     workers: int = 1,
     on_batch: Callable[[IngestReport], None] | None = None,
     thumbnails: Path | None = None,
+    quantize: str | None = None,
 ) -> IngestReport:
     """Ingest `records` into `collection`. Each batch is upserted before the next is encoded,
     so an interrupted run keeps what it wrote; items already stored are skipped unless
@@ -144,7 +163,7 @@ def run_ingest(
     there (see corpus/thumbnails.py)."""
     started = time.perf_counter()
     report = IngestReport(collection)
-    ensure_collection(store, collection, card)
+    ensure_collection(store, collection, card, quantize)
     records = _distinct(records, report)
     if not refresh:
         records = _not_stored(records, store, collection, report)

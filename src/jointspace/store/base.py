@@ -2,6 +2,10 @@
 
 Besides the abstract core, the interface has optional parts with working defaults, so that a
 backend only overrides what it can do better:
+- approximate search: `build_index` builds an HNSW index (see store/indexing.py for when, and
+  the parameters); `CollectionInfo.indexed` tells whether a collection has one, `search` then
+  walks it unless given `exact=True`; `create_collection(..., quantize="int8")` keeps int8
+  copies of the vectors for indexed searches (rescored with the originals);
 - bulk uploads: `begin_bulk` / `end_bulk` (or `with store.bulk(name):`) bracket a large upload so
   that a backend may defer index building; the defaults do nothing;
 - aliases, for zero-downtime re-ingest (ingest into a new collection, then switch an alias that
@@ -51,7 +55,10 @@ class CollectionInfo:
     """What a collection holds: its point count, vector names and dims, and jointspace metadata
     (which model embedded it, etc.). `state` is "ready", "busy" (another process holds it) or
     "broken" (it cannot be read); `detail` says why when it is not ready, and `points` is then
-    None (unknown), as are `vectors` and `metadata` ({}) when they cannot be read."""
+    None (unknown), as are `vectors` and `metadata` ({}) when they cannot be read.
+    `indexed`: whether searches use an HNSW index (built by build_index; on a server, whether
+    the server has indexed any of its vectors); `quantize`: "int8" for a quantized
+    collection, else None."""
 
     name: str
     points: int | None
@@ -59,6 +66,8 @@ class CollectionInfo:
     metadata: Mapping[str, Any]
     state: str = "ready"
     detail: str = ""
+    indexed: bool = False
+    quantize: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,11 +100,14 @@ class Store(ABC):
         metadata: Mapping[str, Any],
         keyword_fields: Sequence[str] = (),
         fields: Mapping[str, FieldKind] | None = None,
+        quantize: str | None = None,
     ) -> None:
         """Create the collection; raises JointspaceError if it already exists. Its filterable
         fields, indexed and recorded in its metadata under "filterable" (key -> kind), are
         `keyword_fields` (kind "keyword"), `fields` ("keyword", "integer", "float" or "bool")
-        and those that `metadata` already records (a copied collection's)."""
+        and those that `metadata` already records (a copied collection's). `quantize="int8"`
+        makes it keep int8 copies of its vectors once indexed (`info().quantize` shows it);
+        None: full precision only."""
 
     @abstractmethod
     def has_collection(self, name: str) -> bool:
@@ -159,9 +171,16 @@ class Store(ABC):
         vector: Sequence[float],
         k: int,
         where: WhereLike = None,
+        *,
+        exact: bool | None = None,
+        hnsw_ef: int | None = None,
     ) -> list[Hit]:
         """The k nearest points by cosine similarity on one named vector that pass `where`,
-        best first; points without that vector are never returned. `where` maps payload keys
+        best first; points without that vector are never returned. An indexed collection
+        (see build_index) is searched through its HNSW index, with `hnsw_ef` candidates
+        (default indexing.HNSW_EF, FILTERED_HNSW_EF with a `where`; a `where` that matches few
+        units is searched exactly), an unindexed one exactly; `exact=True` forces an exact
+        search, `exact=False` the index where there is one. `where` maps payload keys
         to conditions that must all hold: a value (equality; a list-valued field matches when
         any element equals it), a list (any of), a range {"gte": 200, "lt": 1000} (gt, gte,
         lt, lte) or {"all": [condition, ...]}; see store/filters.py. Raises JointspaceError
@@ -175,6 +194,14 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release files and connections; the store is unusable afterwards."""
+
+    # -- approximate search (optional) ---------------------------------------------------------
+
+    def build_index(self, name: str) -> None:
+        """Build the HNSW index of every named vector of `name` (and its int8 copies if it is
+        quantized); searches use it afterwards. Points upserted later are searched exactly
+        until the next build_index. Default: raises (no index support)."""
+        raise JointspaceError(f"{type(self).__name__} cannot build a search index.")
 
     # -- bulk uploads (optional) ---------------------------------------------------------------
 

@@ -41,10 +41,27 @@ after switching, and the old collection can be dropped only once readers have le
 Dropping a collection removes the aliases that point to it (as Qdrant does).
 
 Bulk uploads. begin_bulk/end_bulk keep the base no-ops: an Edge shard builds no index unless
-optimize() is called, and that is not cheap: on 20k points with three 512-d vectors (2 cores),
-optimize() took 110 s to cut the median exact top-10 search from 2.5 ms to 2.0 ms (and, on
-random vectors, recall@10 fell to 0.37). Exact search stays fast at this scale (21 ms at 100k
-points, see ENVIRONMENT.md), so the store never calls it.
+optimize() is called, which only `build_index` does (ingest calls it above
+indexing.INDEX_THRESHOLD units; the numbers are in store/indexing.py).
+
+The HNSW index. Shards are created with HNSW parameters (indexing.HNSW_M, HNSW_EF_CONSTRUCT),
+a full-scan threshold that makes a filter matching at most indexing.FILTER_EXACT_UNITS units an
+exact search (through the payload index), an indexing threshold of 1 KB (so that optimize()
+indexes every segment, however small) and, for `quantize="int8"`, scalar int8 quantization
+kept in RAM; collection.json records them ("hnsw", "quantize"). `build_index` runs optimize()
+(blocking: it merges the segments and builds one graph per named vector, plus the int8
+copies), then records "index" in collection.json: that is what `indexed` reads, and what makes
+`search` pass hnsw_ef (FILTERED_HNSW_EF with a filter; rescore=True with oversampling when
+quantized) instead of exact=True. A shard created with other settings (before they existed)
+is reloaded with ours first (EdgeShard.load with a config rewrites the shard's). Checked
+against 0.9.0 (benchmarks/scale.py): an optimized shard answers through the graph (300k units:
+0.6 ms vs 31.5 ms with exact=True, recall@10 1.000; optimize() took 11 min on 2 busy cores,
+4 min with int8); points upserted afterwards go to a new appendable, unindexed segment that
+every search scans too, so they are found at once (and the next build_index indexes them); a
+reloaded shard keeps its index; on a quantized shard a search without rescore=True returns
+int8 scores. optimize() merges into one indexed segment plus an empty appendable one; it
+writes the new segment before it deletes the old, so it is given the shard's size again (x1.5)
+in free space (checked first; the peak sampled at 300k was only 3 % above the final size).
 
 Edge quirks this module relies on (checked against 0.9.0):
 - a point may lack some named vectors (or all of them); a search on a vector it lacks skips it;
@@ -101,6 +118,14 @@ from jointspace.store.filters import (
     keep_filterable,
     recorded_fields,
 )
+from jointspace.store.indexing import (
+    HNSW_EF_CONSTRUCT,
+    HNSW_M,
+    QUANTIZATION_OVERSAMPLING,
+    check_quantize,
+    full_scan_threshold_kb,
+    search_ef,
+)
 from jointspace.store.lock import DEFAULT_WAIT_S, READING, WRITING, CollectionBusy, CollectionLock
 
 _META_FILE = "collection.json"
@@ -127,6 +152,14 @@ _CREATE_NEED_PER_INDEX = 2 * _MiB
 _UPSERT_NEED = 16 * _MiB
 _UPSERT_FACTOR = 3
 _LOAD_NEED = 4 * _MiB
+# build_index: optimize() writes the indexed segment (vectors, graph, int8 copies) before it
+# deletes the old ones. Sampled each second by benchmarks/scale.py at 300k units the shard
+# grew 2.0 -> 2.05 GB (int8: -> 2.5 GB) with no higher peak seen; the margin is deliberate.
+_INDEX_NEED = 64 * _MiB
+_INDEX_FACTOR = 1.5
+# Segments of at least this many KB of vectors are indexed by optimize(): all of them, since
+# only build_index calls it.
+_INDEXING_THRESHOLD_KB = 1
 
 
 class EdgeStore(Store):
@@ -145,6 +178,8 @@ class EdgeStore(Store):
         self.wait = wait
         self._shards: dict[str, qe.EdgeShard] = {}
         self._dims: dict[str, dict[str, int]] = {}  # vector dims of open collections
+        # (indexed, quantize) of open collections: how search queries them
+        self._modes: dict[str, tuple[bool, str | None]] = {}
         self._held: dict[str, CollectionLock] = {}  # our locks of the open collections
         self._opening: dict[str, threading.Lock] = {}  # one opener per collection at a time
         self._lock = threading.Lock()
@@ -221,6 +256,7 @@ class EdgeStore(Store):
                 if not closed:
                     self._shards[name] = shard
                     self._dims[name] = dict(meta["vectors"])
+                    self._modes[name] = _mode_of(meta)
                     self._held[name] = lock
             if closed:  # close() ran meanwhile (another thread)
                 shard.close()
@@ -252,6 +288,7 @@ class EdgeStore(Store):
     def _forget(self, name: str) -> tuple[qe.EdgeShard | None, CollectionLock | None]:
         with self._lock:
             self._dims.pop(name, None)
+            self._modes.pop(name, None)
             return self._shards.pop(name, None), self._held.pop(name, None)
 
     def _release(self, name: str) -> None:
@@ -294,11 +331,14 @@ class EdgeStore(Store):
         metadata: Mapping[str, Any],
         keyword_fields: Sequence[str] = (),
         fields: Mapping[str, FieldKind] | None = None,
+        quantize: str | None = None,
     ) -> None:
         """Create the collection with a payload index per filterable field (`keyword_fields`,
         `fields` by kind, and those that `metadata` records, e.g. when copied), recorded in its
-        metadata; raises JointspaceError if it already exists."""
+        metadata, and int8 quantization if `quantize="int8"` (recorded in collection.json);
+        raises JointspaceError if it already exists."""
         self._check_open()
+        quantize = check_quantize(quantize)
         filterable = filterable_fields(keyword_fields, fields, metadata.get(FILTERABLE_KEY))
         aliases = self.list_aliases()
         if name in aliases:
@@ -329,12 +369,7 @@ class EdgeStore(Store):
                 # nobody else can be using it, we hold its lock.
                 if shard_path.exists():
                     shutil.rmtree(shard_path)
-                config = qe.EdgeConfig(
-                    vectors={
-                        vname: qe.EdgeVectorParams(size=size, distance=qe.Distance.Cosine)
-                        for vname, size in dims.items()
-                    }
-                )
+                config = _edge_config(dims, quantize)
                 with self._edge_errors(name):
                     shard = qe.EdgeShard.create(str(shard_path), config)
                     for field_name, kind in filterable.items():
@@ -350,6 +385,8 @@ class EdgeStore(Store):
                         "vectors": dims,
                         "keyword_fields": [f for f, k in filterable.items() if k == "keyword"],
                         "metadata": {**clean_metadata(metadata), FILTERABLE_KEY: filterable},
+                        "quantize": quantize,
+                        "hnsw": _hnsw_record(dims),
                     },
                 )
             except BaseException:
@@ -362,6 +399,7 @@ class EdgeStore(Store):
             with self._lock:
                 self._shards[name] = shard
                 self._dims[name] = dims
+                self._modes[name] = (False, quantize)
                 self._held[name] = lock
 
     def has_collection(self, name: str) -> bool:
@@ -394,6 +432,7 @@ class EdgeStore(Store):
                 name=name, points=None, vectors={}, metadata={}, state="broken", detail=str(exc)
             )
         vectors, metadata = dict(meta["vectors"]), dict(meta["metadata"])
+        indexed, quantize = _mode_of(meta)
         try:
             with self._opening_lock(name):
                 with self._lock:
@@ -412,10 +451,21 @@ class EdgeStore(Store):
                         finally:
                             lock.release()
         except CollectionBusy as exc:
-            return CollectionInfo(name, None, vectors, metadata, state="busy", detail=str(exc))
+            return CollectionInfo(
+                name, None, vectors, metadata, "busy", str(exc), indexed, quantize
+            )
         except JointspaceError as exc:
-            return CollectionInfo(name, None, vectors, metadata, state="broken", detail=str(exc))
-        return CollectionInfo(name=name, points=points, vectors=vectors, metadata=metadata)
+            return CollectionInfo(
+                name, None, vectors, metadata, "broken", str(exc), indexed, quantize
+            )
+        return CollectionInfo(
+            name=name,
+            points=points,
+            vectors=vectors,
+            metadata=metadata,
+            indexed=indexed,
+            quantize=quantize,
+        )
 
     def info(self, name: str) -> CollectionInfo:
         """Point count, vector dims and metadata (of the collection an alias points to);
@@ -423,11 +473,14 @@ class EdgeStore(Store):
         counting needs the shard)."""
         target = self.resolve(name)
         meta = self._read_meta(target)
+        indexed, quantize = _mode_of(meta)
         return CollectionInfo(
             name=name,
             points=self.count(target),
             vectors=dict(meta["vectors"]),
             metadata=dict(meta["metadata"]),
+            indexed=indexed,
+            quantize=quantize,
         )
 
     def set_metadata(self, name: str, metadata: Mapping[str, Any]) -> None:
@@ -558,9 +611,14 @@ class EdgeStore(Store):
         vector: Sequence[float],
         k: int,
         where: WhereLike = None,
+        *,
+        exact: bool | None = None,
+        hnsw_ef: int | None = None,
     ) -> list[Hit]:
         """The k nearest points by cosine similarity on one named vector that pass `where`,
-        best first; points without that vector are never returned."""
+        best first; points without that vector are never returned. Through the HNSW index
+        (`hnsw_ef` candidates, default HNSW_EF) if the collection is indexed and `exact` is
+        not True, else exact (`exact=False` on an unindexed collection is exact too)."""
         target = self.resolve(name)
         shard = self._shard(target)
         query = as_floats(vector)
@@ -568,6 +626,8 @@ class EdgeStore(Store):
         checked = Where.of(where)
         if checked:
             checked = checked.for_fields(self.filterable_fields(target), name)
+        mode = self._modes.get(target, (False, None))
+        params = _search_params(mode, exact, hnsw_ef, bool(checked))
         if k <= 0:
             return []
         request = qe.QueryRequest(
@@ -576,10 +636,55 @@ class EdgeStore(Store):
             filter=_edge_filter(checked),
             with_payload=True,
             with_vector=False,
+            params=params,
         )
         with self._edge_errors(name):
             scored = shard.query(request)
         return [Hit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in scored]
+
+    def build_index(self, name: str) -> None:
+        """Build the HNSW index of every named vector (and the int8 copies of a quantized
+        collection) with optimize(), blocking until it is done, and record it in
+        collection.json; searches use it from then on. Points upserted afterwards are searched
+        exactly until the next build_index, which indexes them too. Checks first that the free
+        space covers the rewrite (about the shard's size again)."""
+        target = self._shard_name_for_write(name)
+        meta = self._read_meta(target)
+        shard_path = self._dir(target) / _SHARD_DIR
+        _check_space(
+            self.home, shard_path, _INDEX_NEED + int(_INDEX_FACTOR * _disk_bytes(shard_path))
+        )
+        dims = dict(meta["vectors"])
+        if meta.get("hnsw") != _hnsw_record(dims):  # other (older) HNSW settings: apply ours
+            self._reload_with(target, _edge_config(dims, None))
+            meta["hnsw"] = _hnsw_record(dims)
+        shard = self._shard(target)
+        with self._edge_errors(name):
+            shard.optimize()
+            shard.flush()
+            points = int(shard.count(qe.CountRequest(exact=True)))
+        meta["index"] = {"kind": "hnsw", "points": points}
+        self._write_meta(target, meta)
+        with self._lock:
+            if target in self._shards:
+                self._modes[target] = _mode_of(meta)
+
+    def _reload_with(self, name: str, config: qe.EdgeConfig) -> None:
+        """Close the open shard of `name` and load it again with `config` (which Edge writes
+        into the shard), keeping our lock of the collection throughout."""
+        with self._opening_lock(name):
+            with self._lock:
+                shard = self._shards.pop(name, None)
+            try:
+                if shard is not None:
+                    shard.close()
+                with self._edge_errors(name):
+                    shard = qe.EdgeShard.load(str(self._dir(name) / _SHARD_DIR), config)
+            except BaseException:
+                self._release(name)  # let go of the lock too: the next call reopens cleanly
+                raise
+            with self._lock:
+                self._shards[name] = shard
 
     def filterable_fields(self, name: str) -> dict[str, str] | None:
         """The payload fields a `where` may name (key -> kind), as the collection (or the one
@@ -684,6 +789,7 @@ class EdgeStore(Store):
         """Flush and close every open shard, then release our locks of them."""
         with self._lock:
             shards, self._shards, self._dims = list(self._shards.values()), {}, {}
+            self._modes = {}
             locks, self._held = list(self._held.values()), {}
             self._closed = True
         try:
@@ -695,6 +801,57 @@ class EdgeStore(Store):
 
 
 # -- module helpers ------------------------------------------------------------------------------
+
+
+def _hnsw_record(dims: Mapping[str, int]) -> dict[str, int]:
+    """What collection.json records of the HNSW settings a shard was given (_edge_config)."""
+    return {
+        "m": HNSW_M,
+        "ef_construct": HNSW_EF_CONSTRUCT,
+        "full_scan_threshold_kb": full_scan_threshold_kb(dims),
+        "indexing_threshold_kb": _INDEXING_THRESHOLD_KB,
+    }
+
+
+def _edge_config(dims: Mapping[str, int], quantize: str | None) -> qe.EdgeConfig:
+    """A shard's configuration: cosine vectors of `dims`, the HNSW settings that build_index
+    uses, and int8 quantization (kept in RAM) when `quantize` says so (None: as it is)."""
+    quantization = None
+    if quantize == "int8":
+        quantization = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, always_ram=True)
+    return qe.EdgeConfig(
+        vectors={
+            vname: qe.EdgeVectorParams(size=int(size), distance=qe.Distance.Cosine)
+            for vname, size in dims.items()
+        },
+        hnsw_config=qe.HnswIndexConfig(
+            m=HNSW_M,
+            ef_construct=HNSW_EF_CONSTRUCT,
+            full_scan_threshold=full_scan_threshold_kb(dims),
+        ),
+        quantization_config=quantization,
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=_INDEXING_THRESHOLD_KB),
+    )
+
+
+def _mode_of(meta: Mapping[str, Any]) -> tuple[bool, str | None]:
+    """(indexed, quantize) as collection.json records them."""
+    return bool(meta.get("index")), meta.get("quantize")
+
+
+def _search_params(
+    mode: tuple[bool, str | None], exact: bool | None, hnsw_ef: int | None, filtered: bool
+) -> qe.SearchParams:
+    """Exact, or through the index with search_ef candidates and oversampled rescoring of
+    int8 scores."""
+    indexed, quantize = mode
+    ef = search_ef(hnsw_ef, filtered)
+    if exact or (exact is None and not indexed):
+        return qe.SearchParams(exact=True)
+    rescore = None
+    if quantize:
+        rescore = qe.QuantizationSearchParams(rescore=True, oversampling=QUANTIZATION_OVERSAMPLING)
+    return qe.SearchParams(hnsw_ef=ef, quantization=rescore)
 
 
 def _edge_filter(where: Where) -> qe.Filter | None:
@@ -799,6 +956,10 @@ def _meta_problem(meta: Any) -> str | None:
         return "'keyword_fields' must be a list of names"
     if not isinstance(meta.get("format", _FORMAT), int):
         return "'format' must be a number"
+    if meta.get("quantize") not in (None, "int8"):
+        return "'quantize' must be null or \"int8\""
+    if not isinstance(meta.get("index") or {}, dict):
+        return "'index' must be a JSON object"
     return None
 
 
@@ -837,6 +998,16 @@ def _raw_size(points: Sequence[Point]) -> int:
     for p in points:
         total += 64 + 4 * sum(len(vec) for vec in p.vectors.values())
         total += len(json.dumps(p.payload, default=str, ensure_ascii=False).encode())
+    return total
+
+
+def _disk_bytes(path: Path) -> int:
+    """Bytes the files under `path` occupy on disk (allocated blocks, not apparent sizes)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for file_name in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(root, file_name)).st_blocks * 512
     return total
 
 

@@ -27,6 +27,16 @@ set_metadata.
   (`optimizers_config.indexing_threshold=0`, Qdrant's "fastest upload" setting), `end_bulk`
   restores the previous threshold (Qdrant's default, 20000 KB, if it was off already, e.g. left so
   by a run that died). Payload indexes are created with the collection, so before any upload.
+- The HNSW index and quantization. Collections are created with HNSW parameters
+  (indexing.HNSW_M, HNSW_EF_CONSTRUCT) and, for `quantize="int8"`, scalar int8 quantization
+  kept in RAM. The server builds the index itself, in the background, for segments above its
+  indexing threshold; `build_index` switches indexing back on if a bulk upload left it off
+  and waits until the collection is green (optimized). `indexed` is whether the server
+  reports indexed vectors; searches pass hnsw_ef (FILTERED_HNSW_EF with a filter; rescore=True with
+  oversampling when quantized) and leave
+  it to the server to scan the segments it has not indexed; `exact=True` asks for exact.
+  qdrant-client's local mode accepts these settings and ignores them (it has neither index
+  nor quantization: `info()` shows neither).
 - Sharding. `shards` and `replicas` set shard_number and replication_factor on collections this
   store creates; None leaves the server's defaults.
 - Aliases. `set_alias` switches an alias in one update_collection_aliases call (delete the old
@@ -40,6 +50,7 @@ set_metadata.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -47,6 +58,7 @@ from typing import Any, TypeVar
 
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
+from qdrant_client.local.qdrant_local import QdrantLocal
 
 from jointspace.errors import JointspaceError
 from jointspace.store._common import (
@@ -72,6 +84,14 @@ from jointspace.store.filters import (
     keep_filterable,
     recorded_fields,
 )
+from jointspace.store.indexing import (
+    HNSW_EF_CONSTRUCT,
+    HNSW_M,
+    QUANTIZATION_OVERSAMPLING,
+    check_quantize,
+    full_scan_threshold_kb,
+    search_ef,
+)
 from jointspace.store.options import ServerOptions
 from jointspace.store.server_connection import (
     ServerConnection,
@@ -94,6 +114,9 @@ __all__ = [
 T = TypeVar("T")
 
 _RETRIEVE_CHUNK = 1000
+# build_index: how often to ask whether the server has finished indexing, and for how long.
+_INDEX_POLL_S = 0.5
+DEFAULT_INDEX_WAIT_S = 3600.0
 # Qdrant's default indexing threshold (KB of vectors per segment before HNSW is built), as
 # documented on OptimizersConfigDiff.indexing_threshold in qdrant-client 1.20.
 DEFAULT_INDEXING_THRESHOLD_KB = 20_000
@@ -116,6 +139,9 @@ class ServerStore(Store):
         self._dims: dict[str, dict[str, int]] = {}  # vector dims, cached per name used
         self._filterable: dict[str, dict[str, str] | None] = {}  # idem, filterable fields
         self._bulk_restore: dict[str, int] = {}  # collection -> indexing threshold to restore
+        self._quantize: dict[str, str | None] = {}  # idem, quantization ("int8" or None)
+        # Local mode: brute force only, and it warns on every search given search params.
+        self._exact_only = isinstance(getattr(connection.client, "_client", None), QdrantLocal)
 
     @classmethod
     def connect(cls, url: str, options: ServerOptions | None = None) -> ServerStore:
@@ -163,10 +189,13 @@ class ServerStore(Store):
         metadata: Mapping[str, Any],
         keyword_fields: Sequence[str] = (),
         fields: Mapping[str, FieldKind] | None = None,
+        quantize: str | None = None,
     ) -> None:
-        """Create the collection (with the store's shards and replicas) and a payload index
-        per filterable field, recorded in its metadata; raises JointspaceError if a
-        collection or alias of that name exists."""
+        """Create the collection (with the store's shards and replicas, the HNSW parameters
+        and int8 quantization if `quantize="int8"`) and a payload index per filterable
+        field, recorded in its metadata; raises JointspaceError if a collection or alias of
+        that name exists."""
+        quantize = check_quantize(quantize)
         aliases = self.list_aliases()
         if name in aliases:
             raise JointspaceError(
@@ -181,9 +210,23 @@ class ServerStore(Store):
             vname: qm.VectorParams(size=int(size), distance=qm.Distance.COSINE)
             for vname, size in vectors.items()
         }
+        quantization = None
+        if quantize == "int8":
+            quantization = qm.ScalarQuantization(
+                scalar=qm.ScalarQuantizationConfig(type=qm.ScalarType.INT8, always_ram=True)
+            )
         self.connection.call(
             lambda: self.client.create_collection(
-                name, vectors_config=params, metadata=stored, **self._sharding()
+                name,
+                vectors_config=params,
+                metadata=stored,
+                hnsw_config=qm.HnswConfigDiff(
+                    m=HNSW_M,
+                    ef_construct=HNSW_EF_CONSTRUCT,
+                    full_scan_threshold=full_scan_threshold_kb(vectors),
+                ),
+                quantization_config=quantization,
+                **self._sharding(),
             ),
             what=f"creating collection '{name}'",
             name=name,
@@ -193,6 +236,7 @@ class ServerStore(Store):
             self._create_index(name, field_name, kind)
         self._dims[name] = {vname: int(size) for vname, size in vectors.items()}
         self._filterable[name] = filterable
+        self._quantize[name] = quantize
         if not self._metadata(name):
             self.client.delete_collection(name)
             raise JointspaceError(
@@ -239,20 +283,26 @@ class ServerStore(Store):
         """Point count, vector dims and metadata (of the collection an alias points to);
         raises JointspaceError if there is no such collection."""
         self._require(name)
-        config = self._config(self.resolve(name))
+        collection = self._collection(self.resolve(name))
+        config = collection.config
         return CollectionInfo(
             name=name,
             points=self.count(name),
             vectors=_dims_of(config.params.vectors),
             metadata=dict(config.metadata or {}),
+            indexed=bool(collection.indexed_vectors_count),
+            quantize=_quantize_of(config),
         )
 
-    def _config(self, collection: str) -> Any:
+    def _collection(self, collection: str) -> Any:
         return self.connection.call(
-            lambda: self.client.get_collection(collection).config,
+            lambda: self.client.get_collection(collection),
             what=f"reading the configuration of '{collection}'",
             name=collection,
         )
+
+    def _config(self, collection: str) -> Any:
+        return self._collection(collection).config
 
     def _metadata(self, collection: str) -> dict[str, Any]:
         return dict(self._config(collection).metadata or {})
@@ -314,6 +364,7 @@ class ServerStore(Store):
         for cached in names:
             self._dims.pop(cached, None)
             self._filterable.pop(cached, None)
+            self._quantize.pop(cached, None)
             self._bulk_restore.pop(cached, None)
 
     def _require(self, name: str) -> None:
@@ -335,6 +386,7 @@ class ServerStore(Store):
         config = self._config(self.resolve(name))
         self._dims[name] = _dims_of(config.params.vectors)
         self._filterable[name] = recorded_fields(config.metadata or {})
+        self._quantize[name] = _quantize_of(config)
 
     def filterable_fields(self, name: str) -> dict[str, str] | None:
         """The payload fields a `where` may name (key -> kind), as the collection (or the one
@@ -363,6 +415,33 @@ class ServerStore(Store):
                 return
             restore = DEFAULT_INDEXING_THRESHOLD_KB
         self._set_indexing_threshold(collection, restore)
+
+    def build_index(self, name: str, wait_s: float = DEFAULT_INDEX_WAIT_S) -> None:
+        """Let the server index the collection (switch indexing back on if a bulk upload left
+        it off) and wait until it is green, i.e. done, or `wait_s` seconds (then raises:
+        the server goes on indexing, and searches work meanwhile). The server indexes only
+        segments above its indexing threshold; smaller ones are scanned, as fast."""
+        collection = self.resolve(name)
+        self._require(collection)
+        if not self._indexing_threshold(collection):
+            self._bulk_restore.pop(collection, None)
+            self._set_indexing_threshold(collection, DEFAULT_INDEXING_THRESHOLD_KB)
+        deadline = time.monotonic() + wait_s
+        nudged = False
+        while True:
+            status = str(getattr(self._collection(collection).status, "value", "green"))
+            if status == "green":
+                return
+            if status == "grey" and not nudged:  # optimizations pending: an update starts them
+                self._set_indexing_threshold(collection, DEFAULT_INDEXING_THRESHOLD_KB)
+                nudged = True
+            if time.monotonic() >= deadline:
+                raise JointspaceError(
+                    f"{capitalise(self.where)} is still indexing '{collection}' after "
+                    f"{wait_s:.0f} s (status {status}); searches work meanwhile, exactly on "
+                    "what is not indexed yet."
+                )
+            time.sleep(_INDEX_POLL_S)
 
     def _indexing_threshold(self, collection: str) -> int | None:
         optimizer = self._config(collection).optimizer_config
@@ -567,14 +646,21 @@ class ServerStore(Store):
         vector: Sequence[float],
         k: int,
         where: WhereLike = None,
+        *,
+        exact: bool | None = None,
+        hnsw_ef: int | None = None,
     ) -> list[Hit]:
         """The k nearest points by cosine similarity on one named vector that pass `where`,
-        best first; points without that vector are never returned."""
+        best first; points without that vector are never returned. The server walks the
+        HNSW index of the segments it has indexed (`hnsw_ef` candidates, default HNSW_EF;
+        rescored when quantized) and scans the others; `exact=True` scans all."""
         query = as_floats(vector)
         self._check_query(name, vector_name, query)
         checked = self._check_where(name, Where.of(where))
+        ef = search_ef(hnsw_ef, bool(checked))
         if k <= 0:
             return []
+        params = None if self._exact_only else self._search_params(name, exact, ef)
         response = self.connection.call(
             lambda: self.client.query_points(
                 name,
@@ -582,6 +668,7 @@ class ServerStore(Store):
                 using=vector_name,
                 limit=int(k),
                 query_filter=_server_filter(checked),
+                search_params=params,
                 with_payload=True,
                 with_vectors=False,
             ),
@@ -592,6 +679,25 @@ class ServerStore(Store):
             Hit(id=str(p.id), score=float(p.score), payload=p.payload or {})
             for p in response.points
         ]
+
+    def _search_params(self, name: str, exact: bool | None, ef: int) -> Any:
+        """Exact, or the server's choice (HNSW where indexed) with `ef` candidates and
+        oversampled rescoring of int8 scores."""
+        if exact:
+            return qm.SearchParams(exact=True)
+        rescore = None
+        if self._quantize_for(name):
+            rescore = qm.QuantizationSearchParams(
+                rescore=True, oversampling=QUANTIZATION_OVERSAMPLING
+            )
+        return qm.SearchParams(hnsw_ef=ef, quantization=rescore)
+
+    def _quantize_for(self, name: str) -> str | None:
+        """The collection's quantization, cached per name (an alias switch is picked up when
+        the dims are re-read: see _check_query)."""
+        if name not in self._quantize:
+            self._read_config(name)
+        return self._quantize[name]
 
     def _check_query(self, name: str, vector_name: str, query: Sequence[float]) -> None:
         """check_dims against the cached dims, re-read once on a mismatch: an alias may have
@@ -679,6 +785,15 @@ def _server_condition(clause: Clause) -> qm.FieldCondition | qm.Filter:
         return qm.FieldCondition(key=clause.key, range=qm.Range(**clause.bounds()))
     assert isinstance(clause, Either)
     return qm.Filter(should=[_server_condition(option) for option in clause.options])
+
+
+def _quantize_of(config: Any) -> str | None:
+    """ "int8" if the collection config has scalar int8 quantization, else None."""
+    quantization = getattr(config, "quantization_config", None)
+    scalar = getattr(getattr(quantization, "scalar", None), "type", None)
+    return (
+        "int8" if scalar is not None and str(getattr(scalar, "value", scalar)) == "int8" else None
+    )
 
 
 def _dims_of(vectors: Any) -> dict[str, int]:

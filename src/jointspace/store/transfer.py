@@ -21,7 +21,8 @@ def copy_collection(
     """Copy every point (vectors and payload) of `name` in `source` into `target`, creating the
     target collection with the same vectors and metadata if needed. Resumable: points already
     in the target are skipped. Verified by count at the end; returns the number copied.
-    `on_batch(copied, seen)` reports progress."""
+    `on_batch(copied, seen)` reports progress. A new target collection is quantized as the
+    source is; its index is not built here (call target.build_index where wanted)."""
     target_name = target_name or name
     info = source.info(name)
     if target.has_collection(target_name):
@@ -33,7 +34,9 @@ def copy_collection(
                 "drop it there or copy under another name."
             )
     else:
-        target.create_collection(target_name, info.vectors, info.metadata, keyword_fields)
+        target.create_collection(
+            target_name, info.vectors, info.metadata, keyword_fields, quantize=info.quantize
+        )
     copied = seen = 0
     points = source.scroll(name, batch_size)
     with target.bulk(target_name):

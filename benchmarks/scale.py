@@ -1,0 +1,695 @@
+"""Exact search vs an HNSW index vs HNSW over int8 copies, in the embedded store, at N units.
+
+The store is the real one (`EdgeStore`, Qdrant Edge), used as ingest uses it: a collection with
+three 512-d named vectors per unit ("unit", "image", "text") and the payload and payload indexes
+that ingest gives (key, text, image, source, locator, labels, split, width, height, sha256;
+keyword indexes on key/source/labels/split, integer on width/height), upserted in batches
+(--batch, default 256 points per `upsert`, each flushed).
+
+The vectors. Real base vectors: the units of a real collection (--base-home/--base-name: an
+embedded store and a collection whose points have all three vectors, e.g. the ~1,000 Tux Paint
+stamps ingested with a trained model), or else, without one, features of the real stamp PNGs
+(pixels at 24x24, centred, randomly projected to 512-d; captions hashed into character
+trigrams, projected likewise; unit = image + text). Unit i mixes two random base items,
+(1 - a) * base[j] + a * base[k] with a ~ U(0, 0.5), adds isotropic gaussian noise of total norm
+--noise (default 0.5, i.e. noise/sqrt(512) per dimension) and is normalised; image and text
+likewise with the same j, k, a and their own noise. So the corpus is a continuum between the
+real items, not N/1000 tight copies of each, and its nearest-neighbour cosines (printed, and in
+the JSON) are lower than a real corpus' at the same size: a harder case for HNSW, not an easier
+one. Queries (--queries, default 200) are held out: a base item's unit vector plus the same
+noise, not mixed, never stored.
+
+Measured: upsert time and rate, peak RSS (ru_maxrss: includes the shard's mapped files),
+store size on disk (allocated blocks), reopen time (a new store: first count loads the shard),
+exact top-10 p50/p95 (`search(exact=True)`), `build_index` time, HNSW top-10 p50/p95 and
+recall@10 against exact (the store's default hnsw_ef, and a sweep of hnsw_ef), a filtered
+search (labels = the commonest base label) exact vs HNSW, points upserted after the build
+(found at once?), and the same again in a second collection created with quantize="int8"
+(upsert, build, p50/p95, recall against the float collection's exact answers). At 1M the
+float collection is dropped before the int8 one is made (--keep keeps both: twice the disk).
+
+    .venv/bin/python benchmarks/scale.py --units 300000 \\
+        --base-home /tmp/scale11/realhome --base-name stamps
+
+Human tables go to stdout; the LAST line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import resource
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import (
+    all_stamps,
+    emit_json,
+    machine,
+    machine_summary,
+    print_machine,
+    print_table,
+    workdir,
+)
+
+from jointspace.corpus.split import split_of
+from jointspace.store.base import Point
+from jointspace.store.edge import EdgeStore
+from jointspace.store.indexing import HNSW_EF, HNSW_EF_CONSTRUCT, HNSW_M, INDEX_THRESHOLD
+
+DIM = 512
+NAMES = ("unit", "image", "text")
+# As ingest creates a collection (jointspace.ingest.points.KEYWORD_FIELDS / NUMERIC_FIELDS; not
+# imported, as that module loads torch, whose memory would count in the peak RSS).
+KEYWORD_FIELDS = ("key", "source", "labels", "split")
+NUMERIC_FIELDS = {"width": "integer", "height": "integer"}
+CHUNK = 10_000  # units generated at a time (each chunk from its own seeded generator)
+K = 10
+
+
+# --- base vectors and the synthetic corpus -----------------------------------------------------
+
+
+def base_from_collection(home: Path, name: str) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """The three vectors and the payload of every point of a real collection that has all
+    three (the store is opened read-only in effect, and closed)."""
+    vectors: dict[str, list] = {n: [] for n in NAMES}
+    payloads = []
+    with EdgeStore(home) as store:
+        for point in store.scroll(name, 1000):
+            if all(n in point.vectors for n in NAMES):
+                for n in NAMES:
+                    vectors[n].append(point.vectors[n])
+                payloads.append(dict(point.payload))
+    if len(payloads) < 100:
+        raise SystemExit(f"{home} '{name}' has only {len(payloads)} points with all vectors")
+    return {n: _normalised(np.asarray(v, np.float32)) for n, v in vectors.items()}, payloads
+
+
+def base_from_stamps(seed: int) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Features of the real stamp PNGs and captions, randomly projected to DIM (see the module
+    docstring); cheap (~10 s) and needs no model."""
+    from PIL import Image
+
+    stamps = all_stamps()
+    pixels, grams = [], []
+    for stamp in stamps:
+        with Image.open(stamp.path) as image:
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            small = Image.alpha_composite(white, rgba).convert("RGB").resize((24, 24))
+        pixels.append(np.asarray(small, np.float32).ravel() / 255.0)
+        counts = np.zeros(4096, np.float32)
+        text = f"  {stamp.caption.lower()}  "
+        for i in range(len(text) - 2):
+            digest = hashlib.blake2b(text[i : i + 3].encode(), digest_size=4).digest()
+            counts[int.from_bytes(digest, "little") % 4096] += 1.0
+        grams.append(counts)
+    rng = np.random.default_rng(seed)
+    image = _project(np.stack(pixels), rng)
+    text = _project(np.stack(grams), rng)
+    payloads = [
+        {
+            "text": s.caption,
+            "labels": [s.category, str(s.relative.parent)],
+            "width": 64 + int(rng.integers(0, 448)),
+            "height": 64 + int(rng.integers(0, 448)),
+        }
+        for s in stamps
+    ]
+    return {"unit": _normalised(image + text), "image": image, "text": text}, payloads
+
+
+def _project(features: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    centred = features - features.mean(axis=0)
+    matrix = rng.standard_normal((features.shape[1], DIM)).astype(np.float32)
+    return _normalised(centred @ matrix)
+
+
+def _normalised(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def chunk_vectors(
+    base: dict[str, np.ndarray],
+    chunk: int,
+    noise: float,
+    seed: int,
+    names: tuple[str, ...] = NAMES,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Vectors of the CHUNK units of chunk number `chunk` (the same units always get the same
+    vectors; "unit" is drawn first, so names=("unit",) gives the same unit vectors), and each
+    unit's main base item."""
+    rng = np.random.default_rng([seed, chunk])
+    items = len(base["unit"])
+    j, k = rng.integers(0, items, CHUNK), rng.integers(0, items, CHUNK)
+    mix = rng.uniform(0.0, 0.5, (CHUNK, 1)).astype(np.float32)
+    out = {}
+    for n in names:
+        g = rng.standard_normal((CHUNK, DIM), dtype=np.float32) * (noise / np.sqrt(DIM))
+        out[n] = _normalised((1.0 - mix) * base[n][j] + mix * base[n][k] + g)
+    return out, j
+
+
+def unit_vectors(
+    base: dict[str, np.ndarray], units: list[int], noise: float, seed: int
+) -> dict[int, np.ndarray]:
+    """The stored unit vector of each of `units` (each chunk generated once)."""
+    out: dict[int, np.ndarray] = {}
+    for chunk in sorted({i // CHUNK for i in units}):
+        vectors, _ = chunk_vectors(base, chunk, noise, seed, names=("unit",))
+        out.update({i: vectors["unit"][i % CHUNK] for i in units if i // CHUNK == chunk})
+    return out
+
+
+def point_id(i: int) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"scale-unit-{i}"))
+
+
+def payload_of(i: int, item: dict[str, Any]) -> dict[str, Any]:
+    """A payload like ingest's, from unit i's main base item."""
+    key = f"scale/{i:07d}.png"
+    return {
+        "key": key,
+        "text": f"{item.get('text', '')} #{i}",
+        "image": f"/data/scale/{i:07d}.png",
+        "source": "scale-benchmark",
+        "locator": f"row {i}",
+        "labels": list(item.get("labels") or []),
+        "split": split_of(key),
+        "width": int(item.get("width") or 64),
+        "height": int(item.get("height") or 64),
+        "sha256": hashlib.sha256(key.encode()).hexdigest(),
+    }
+
+
+def batches(
+    base: dict[str, np.ndarray],
+    payloads: list[dict],
+    start: int,
+    stop: int,
+    noise: float,
+    seed: int,
+    batch: int,
+) -> Iterator[list[Point]]:
+    """Points start..stop-1 in batches of `batch`, generated CHUNK at a time."""
+    for chunk_start in range(start - start % CHUNK, stop, CHUNK):
+        vectors, items = chunk_vectors(base, chunk_start // CHUNK, noise, seed)
+        lo, hi = max(start, chunk_start), min(stop, chunk_start + CHUNK)
+        for b in range(lo, hi, batch):
+            rows = slice(b - chunk_start, min(hi, b + batch) - chunk_start)
+            lists = {n: vectors[n][rows].tolist() for n in NAMES}
+            yield [
+                Point(
+                    point_id(i),
+                    {n: lists[n][i - b] for n in NAMES},
+                    payload_of(i, payloads[items[i - chunk_start]]),
+                )
+                for i in range(b, min(hi, b + batch))
+            ]
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mb(key: str = "VmRSS:") -> float:
+    """This process's resident memory (VmRSS: all, mapped files included; RssAnon: its own)."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+ANON_PEAK = {"mb": 0.0}
+
+
+def sample_anon(every_s: float = 0.5) -> None:
+    """Keep ANON_PEAK["mb"], the peak of RssAnon (a daemon thread for the whole run)."""
+    while True:
+        ANON_PEAK["mb"] = max(ANON_PEAK["mb"], rss_mb("RssAnon:"))
+        time.sleep(every_s)
+
+
+def disk_mb(path: Path) -> float:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(root, name)).st_blocks * 512
+    return total / 2**20
+
+
+@contextlib.contextmanager
+def disk_peak(path: Path, every_s: float = 1.0) -> Iterator[dict[str, float]]:
+    """Sample disk_mb(path) every `every_s` in a thread while the block runs: {"peak_mb"}."""
+    result = {"peak_mb": disk_mb(path)}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(every_s):
+            result["peak_mb"] = max(result["peak_mb"], disk_mb(path))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield result
+    finally:
+        stop.set()
+        thread.join()
+        result["peak_mb"] = max(result["peak_mb"], disk_mb(path))
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+WARMUP: np.ndarray = np.zeros((0, DIM), np.float32)  # other held-out queries, set in main()
+
+
+def timed_searches(
+    store: EdgeStore, name: str, queries: np.ndarray, **kwargs: Any
+) -> tuple[list[float], list[list[str]], list[list[float]]]:
+    """Per-query milliseconds, hit ids and scores of store.search(name, "unit", q, K, ...),
+    after the same search for the WARMUP queries (untimed: page cache, first-call costs; a
+    serving process is warm)."""
+    for q in WARMUP:
+        store.search(name, "unit", q, K, **kwargs)
+    times, ids, scores = [], [], []
+    for q in queries:
+        started = time.perf_counter()
+        hits = store.search(name, "unit", q, K, **kwargs)
+        times.append((time.perf_counter() - started) * 1000)
+        ids.append([h.id for h in hits])
+        scores.append([h.score for h in hits])
+    return times, ids, scores
+
+
+def interleaved(
+    store: EdgeStore,
+    name: str,
+    queries: np.ndarray,
+    configs: dict[str, dict[str, Any]],
+    block: int = 20,
+) -> dict[str, tuple[list[float], list[list[str]]]]:
+    """timed_searches for several search configurations, taking turns block by block of
+    `block` queries, the order rotating from block to block: load from other jobs falls on
+    all alike, and a query meets each configuration only after `block - 1` others (a query
+    repeated at once would find what it touched still in the CPU caches): label -> (ms, ids)."""
+    for kwargs in configs.values():
+        for q in WARMUP:
+            store.search(name, "unit", q, K, **kwargs)
+    out: dict[str, tuple[list[float], list[list[str]]]] = {c: ([], []) for c in configs}
+    labels = list(configs)
+    for number, start in enumerate(range(0, len(queries), block)):
+        turn = number % len(labels)
+        for label in labels[turn:] + labels[:turn]:
+            for q in queries[start : start + block]:
+                started = time.perf_counter()
+                hits = store.search(name, "unit", q, K, **configs[label])
+                out[label][0].append((time.perf_counter() - started) * 1000)
+                out[label][1].append([h.id for h in hits])
+    return out
+
+
+def recall(found: list[list[str]], truth: list[list[str]]) -> float:
+    return statistics.fmean(
+        len(set(f) & set(t)) / max(1, len(t)) for f, t in zip(found, truth, strict=True)
+    )
+
+
+def shard_state(store: EdgeStore, name: str) -> dict[str, int]:
+    info = store._shard(name).info()  # noqa: SLF001 - Edge's own view, for the report only
+    return {"segments": info.segments_count, "indexed_vectors": info.indexed_vectors_count}
+
+
+def fill(
+    store: EdgeStore,
+    name: str,
+    args: argparse.Namespace,
+    base: dict[str, np.ndarray],
+    payloads: list[dict],
+    quantize: str | None,
+) -> dict[str, float]:
+    """Create `name` as ingest would and upsert the N units; seconds spent in upsert only."""
+    store.create_collection(
+        name,
+        dict.fromkeys(NAMES, DIM),
+        {"benchmark": "scale", "units": args.units},
+        keyword_fields=KEYWORD_FIELDS,
+        fields=NUMERIC_FIELDS,
+        quantize=quantize,
+    )
+    upsert_s, started, done = 0.0, time.perf_counter(), 0
+    for batch in batches(base, payloads, 0, args.units, args.noise, args.seed, args.batch):
+        t = time.perf_counter()
+        store.upsert(name, batch)
+        upsert_s += time.perf_counter() - t
+        done += len(batch)
+        if done % 100_000 < args.batch:
+            print(
+                f"  {name}: {done:,} units, upsert {upsert_s:.0f} s, wall "
+                f"{time.perf_counter() - started:.0f} s, rss {rss_mb():.0f} MB",
+                flush=True,
+            )
+    return {"upsert_s": upsert_s, "wall_s": time.perf_counter() - started}
+
+
+def progress(text: str) -> None:
+    """A line as the run goes (a long run killed halfway still leaves its numbers)."""
+    print(f"  [{time.strftime('%H:%M:%S')}] {text} (load {os.getloadavg()[0]:.1f})", flush=True)
+
+
+def reopen(home: Path, name: str) -> tuple[EdgeStore, float]:
+    store = EdgeStore(home)
+    started = time.perf_counter()
+    store.count(name)
+    return store, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--units", type=int, default=100_000, help="units in the collection")
+    parser.add_argument("--queries", type=int, default=200, help="held-out queries")
+    parser.add_argument("--noise", type=float, default=0.5, help="norm of the gaussian noise")
+    parser.add_argument("--batch", type=int, default=256, help="points per upsert")
+    parser.add_argument("--ef", default="16,32,64,128,256", help="hnsw_ef values to sweep")
+    parser.add_argument("--base-home", help="embedded store holding the real base collection")
+    parser.add_argument("--base-name", default="stamps", help="its collection name")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-int8", action="store_true", help="skip the int8 collection")
+    parser.add_argument("--keep", action="store_true", help="keep the float collection")
+    parser.add_argument("--workdir", help="scratch folder (default: a new one under /tmp)")
+    args = parser.parse_args()
+    before = machine()
+    print_machine("start", before)
+    threading.Thread(target=sample_anon, daemon=True).start()
+    work = workdir("scale", args.workdir)
+    home = work / "home"
+    rng = np.random.default_rng([args.seed, 999])
+
+    if args.base_home:
+        base, payloads = base_from_collection(Path(args.base_home), args.base_name)
+        base_kind = f"collection {args.base_name} in {args.base_home}"
+    else:
+        base, payloads = base_from_stamps(args.seed)
+        base_kind = "stamp pixels and captions, randomly projected"
+    items = len(base["unit"])
+    picks = rng.integers(0, items, args.queries)
+    noise = rng.standard_normal((args.queries, DIM), dtype=np.float32) * (args.noise / DIM**0.5)
+    queries = _normalised(base["unit"][picks] + noise)
+    global WARMUP
+    picks = rng.integers(0, items, 50)
+    noise = rng.standard_normal((50, DIM), dtype=np.float32) * (args.noise / DIM**0.5)
+    WARMUP = _normalised(base["unit"][picks] + noise)
+    label_counts: dict[str, int] = {}
+    for p in payloads:
+        for label in p.get("labels") or []:
+            label_counts[label] = label_counts.get(label, 0) + 1
+    top_label = max(label_counts, key=label_counts.__getitem__) if label_counts else None
+    print(f"base: {items} real items ({base_kind}); noise {args.noise}; work {work}")
+
+    # -- the float collection: upsert, exact, build, HNSW -------------------------------------
+    name = "scale"
+    store = EdgeStore(home)
+    filled = fill(store, name, args, base, payloads, None)
+    rss_after_upsert = rss_mb()
+    size_mb = disk_mb(home / "collections" / name)
+    unindexed = shard_state(store, name)
+    store.close()
+    store, reopen_s = reopen(home, name)
+
+    exact_ms, exact_ids, exact_scores = timed_searches(store, name, queries, exact=True)
+    progress(
+        f"upserted in {filled['upsert_s']:.0f} s, {size_mb:.0f} MB, reopened in {reopen_s:.2f} s;"
+        f" exact p50 {pct(exact_ms, 50):.2f} ms"
+    )
+    default_ms, default_ids, _ = timed_searches(store, name, queries)  # unindexed: exact too
+    where = {"labels": top_label} if top_label else None
+    filter_exact_ms, filter_exact_ids, _ = timed_searches(
+        store, name, queries, where=where, exact=True
+    )
+    # nearest-neighbour cosines of stored units (their own vectors, the best other hit)
+    sample = [int(i) for i in rng.choice(args.units, min(args.queries, args.units), replace=False)]
+    nn_cos = []
+    for i, vec in unit_vectors(base, sample, args.noise, args.seed).items():
+        hits = store.search(name, "unit", vec, 2, exact=True)
+        nn_cos.append(next(h.score for h in hits if h.id != point_id(i)))
+    query_nn_cos = [s[0] for s in exact_scores]
+    base_g = base["unit"] @ base["unit"].T
+    np.fill_diagonal(base_g, -1.0)
+    base_nn_cos = base_g.max(axis=1).tolist()
+
+    started = time.perf_counter()
+    with disk_peak(home / "collections" / name) as build_disk:
+        store.build_index(name)
+    build_s = time.perf_counter() - started
+    progress(f"build_index {build_s:.0f} s")
+    rss_after_build = rss_mb()
+    indexed_size_mb = disk_mb(home / "collections" / name)
+    indexed_state = shard_state(store, name)
+    store.close()
+    store, reopen_indexed_s = reopen(home, name)
+    assert store.info(name).indexed
+
+    efs = [int(x) for x in args.ef.split(",") if x]
+    configs = {"hnsw": {}, "exact": {"exact": True}, **{f"ef{ef}": {"hnsw_ef": ef} for ef in efs}}
+    runs = interleaved(store, name, queries, configs)
+    hnsw_ms, hnsw_ids = runs["hnsw"]
+    hnsw_recall = recall(hnsw_ids, exact_ids)
+    progress(
+        f"hnsw p50 {pct(hnsw_ms, 50):.3f} ms, recall@10 {hnsw_recall:.4f}; exact=True p50 "
+        f"{pct(runs['exact'][0], 50):.2f} ms"
+    )
+    exact_after_ms, exact_after_ids = runs["exact"]
+    sweep = [
+        {
+            "hnsw_ef": ef,
+            "p50_ms": pct(runs[f"ef{ef}"][0], 50),
+            "recall_at_10": recall(runs[f"ef{ef}"][1], exact_ids),
+        }
+        for ef in efs
+    ]
+    filter_hnsw_ms, filter_hnsw_ids, _ = timed_searches(store, name, queries, where=where)
+
+    # points upserted after the build: in an unindexed segment, found at once
+    extra = 1000
+    started = time.perf_counter()
+    for batch in batches(
+        base, payloads, args.units, args.units + extra, args.noise, args.seed, args.batch
+    ):
+        store.upsert(name, batch)
+    extra_upsert_s = time.perf_counter() - started
+    found = 0
+    probe = list(range(args.units, args.units + extra, extra // 50))
+    for i, vec in unit_vectors(base, probe, args.noise, args.seed).items():
+        hits = store.search(name, "unit", vec, 1)
+        found += bool(hits) and hits[0].id == point_id(i)
+    after_ms, _, _ = timed_searches(store, name, queries)
+    after_state = shard_state(store, name)
+    store.close()
+    float_row = {
+        "upsert_s": filled["upsert_s"],
+        "size_mb": size_mb,
+        "build_s": build_s,
+        "indexed_size_mb": indexed_size_mb,
+    }
+    if not args.keep:
+        with EdgeStore(home) as dropper:
+            dropper.drop_collection(name)
+
+    # -- the int8 collection --------------------------------------------------------------------
+    int8: dict[str, Any] = {}
+    if not args.no_int8:
+        qname = "scale-int8"
+        store = EdgeStore(home)
+        qfilled = fill(store, qname, args, base, payloads, "int8")
+        started = time.perf_counter()
+        with disk_peak(home / "collections" / qname) as qbuild_disk:
+            store.build_index(qname)
+        qbuild_s = time.perf_counter() - started
+        progress(f"int8: upserted in {qfilled['upsert_s']:.0f} s, build_index {qbuild_s:.0f} s")
+        qsize_mb = disk_mb(home / "collections" / qname)
+        store.close()
+        store, qreopen_s = reopen(home, qname)
+        qinfo = store.info(qname)
+        qruns = interleaved(store, qname, queries, configs)
+        qms, qids = qruns["hnsw"]
+        qsweep = [
+            {
+                "hnsw_ef": ef,
+                "p50_ms": round(pct(qruns[f"ef{ef}"][0], 50), 3),
+                "recall_at_10": round(recall(qruns[f"ef{ef}"][1], exact_ids), 4),
+            }
+            for ef in efs
+        ]
+        store.close()
+        int8 = {
+            "int8_quantize_recorded": qinfo.quantize,
+            "int8_upsert_s": round(qfilled["upsert_s"], 1),
+            "int8_build_s": round(qbuild_s, 1),
+            "int8_size_mb": round(qsize_mb),
+            "int8_build_peak_disk_mb": round(qbuild_disk["peak_mb"]),
+            "int8_reopen_s": round(qreopen_s, 2),
+            "int8_p50_ms": round(pct(qms, 50), 3),
+            "int8_p95_ms": round(pct(qms, 95), 3),
+            "int8_recall_at_10": round(recall(qids, exact_ids), 4),
+            "int8_exact_p50_ms": round(pct(qruns["exact"][0], 50), 3),
+            "int8_exact_recall_vs_float": round(recall(qruns["exact"][1], exact_ids), 4),
+            "int8_sweep": qsweep,
+        }
+        if not args.keep:
+            with EdgeStore(home) as dropper:
+                dropper.drop_collection(qname)
+
+    # -- report -----------------------------------------------------------------------------------
+    exact_p50, hnsw_p50 = pct(exact_ms, 50), pct(hnsw_ms, 50)
+    print_table(
+        f"{args.units:,} units x 3 x {DIM}-d, top-{K} over {args.queries} held-out queries "
+        f"(noise {args.noise}; HNSW m={HNSW_M}, ef_construct={HNSW_EF_CONSTRUCT}, "
+        f"search hnsw_ef={HNSW_EF})",
+        ["", "upsert s", "build s", "disk MB", "p50 ms", "p95 ms", "recall@10"],
+        [
+            ["exact", filled["upsert_s"], "-", round(size_mb), exact_p50, pct(exact_ms, 95), 1.0],
+            ["hnsw", "-", build_s, round(indexed_size_mb), hnsw_p50, pct(hnsw_ms, 95), hnsw_recall],
+            *(
+                [
+                    [
+                        "hnsw int8",
+                        int8["int8_upsert_s"],
+                        int8["int8_build_s"],
+                        int8["int8_size_mb"],
+                        int8["int8_p50_ms"],
+                        int8["int8_p95_ms"],
+                        int8["int8_recall_at_10"],
+                    ]
+                ]
+                if int8
+                else []
+            ),
+        ],
+    )
+    qsweep_by_ef = {q["hnsw_ef"]: q for q in int8.get("int8_sweep", [])}
+    print_table(
+        "hnsw_ef sweep (taking turns, 20 queries at a time, with the default and exact=True)",
+        ["hnsw_ef", "p50 ms", "recall@10", "int8 p50 ms", "int8 recall@10"],
+        [
+            [
+                s["hnsw_ef"],
+                s["p50_ms"],
+                round(s["recall_at_10"], 4),
+                qsweep_by_ef.get(s["hnsw_ef"], {}).get("p50_ms", "-"),
+                qsweep_by_ef.get(s["hnsw_ef"], {}).get("recall_at_10", "-"),
+            ]
+            for s in sweep
+        ],
+    )
+    print_table(
+        f"filtered (labels = {top_label!r}) and other checks",
+        ["", "value"],
+        [
+            ["filtered exact p50 ms", pct(filter_exact_ms, 50)],
+            ["filtered hnsw p50 ms", pct(filter_hnsw_ms, 50)],
+            ["filtered hnsw recall@10", round(recall(filter_hnsw_ids, filter_exact_ids), 4)],
+            ["exact p50 ms, unindexed, default params", pct(default_ms, 50)],
+            ["exact p50 ms, indexed, exact=True (interleaved)", pct(exact_after_ms, 50)],
+            ["exact=True after build: recall@10 vs before", recall(exact_after_ids, exact_ids)],
+            ["reopen s (unindexed / indexed)", f"{reopen_s:.2f} / {reopen_indexed_s:.2f}"],
+            ["rss MB after upsert / build", f"{rss_after_upsert:.0f} / {rss_after_build:.0f}"],
+            ["disk MB: peak during build", round(build_disk["peak_mb"])],
+            [
+                "peak rss MB (ru_maxrss) / anonymous only",
+                f"{peak_rss_mb():.0f} / {ANON_PEAK['mb']:.0f}",
+            ],
+            ["segments/indexed vectors before build", str(unindexed)],
+            ["segments/indexed vectors after build", str(indexed_state)],
+            [f"{extra} upserted after build: s", extra_upsert_s],
+            [f"  found as top-1 (of {len(probe)})", found],
+            ["  hnsw p50 ms afterwards", pct(after_ms, 50)],
+            ["  segments/indexed vectors", str(after_state)],
+        ],
+    )
+    print_table(
+        "nearest-neighbour cosine (unit vectors)",
+        ["", "p5", "p50", "p95"],
+        [
+            ["stored unit -> nearest other unit", *(pct(nn_cos, q) for q in (5, 50, 95))],
+            ["query -> nearest unit", *(pct(query_nn_cos, q) for q in (5, 50, 95))],
+            [f"real base items ({items}) -> nearest", *(pct(base_nn_cos, q) for q in (5, 50, 95))],
+        ],
+    )
+    after = machine()
+    print_machine("end", after)
+    emit_json(
+        {
+            "benchmark": "scale",
+            "units": args.units,
+            "dim": DIM,
+            "vectors": list(NAMES),
+            "queries": args.queries,
+            "noise": args.noise,
+            "base": base_kind,
+            "base_items": items,
+            "batch": args.batch,
+            "upsert_s": round(float_row["upsert_s"], 1),
+            "upsert_units_per_s": round(args.units / float_row["upsert_s"]),
+            "peak_rss_mb": round(peak_rss_mb()),
+            "peak_anon_rss_mb": round(ANON_PEAK["mb"]),
+            "rss_after_upsert_mb": round(rss_after_upsert),
+            "rss_after_build_mb": round(rss_after_build),
+            "disk_mb": round(size_mb),
+            "indexed_disk_mb": round(indexed_size_mb),
+            "build_peak_disk_mb": round(build_disk["peak_mb"]),
+            "reopen_s": round(reopen_s, 2),
+            "reopen_indexed_s": round(reopen_indexed_s, 2),
+            "exact_p50_ms": round(exact_p50, 3),
+            "exact_p95_ms": round(pct(exact_ms, 95), 3),
+            "hnsw_m": HNSW_M,
+            "hnsw_ef_construct": HNSW_EF_CONSTRUCT,
+            "hnsw_ef": HNSW_EF,
+            "hnsw_build_s": round(build_s, 1),
+            "hnsw_p50_ms": round(hnsw_p50, 3),
+            "hnsw_p95_ms": round(pct(hnsw_ms, 95), 3),
+            "recall_at_10": round(hnsw_recall, 4),
+            "hnsw_speedup_vs_exact": round(exact_p50 / hnsw_p50, 1),
+            "exact_indexed_p50_ms": round(pct(exact_after_ms, 50), 3),
+            "hnsw_speedup_vs_exact_interleaved": round(pct(exact_after_ms, 50) / hnsw_p50, 1),
+            "done_when_met": hnsw_recall >= 0.95 and hnsw_p50 <= 0.1 * exact_p50,
+            "ef_sweep": [
+                {**s, "p50_ms": round(s["p50_ms"], 3), "recall_at_10": round(s["recall_at_10"], 4)}
+                for s in sweep
+            ],
+            "filter_label": top_label,
+            "filter_exact_p50_ms": round(pct(filter_exact_ms, 50), 3),
+            "filter_hnsw_p50_ms": round(pct(filter_hnsw_ms, 50), 3),
+            "filter_hnsw_recall_at_10": round(recall(filter_hnsw_ids, filter_exact_ids), 4),
+            "after_build_upserted": extra,
+            "after_build_found": f"{found}/{len(probe)}",
+            "after_build_hnsw_p50_ms": round(pct(after_ms, 50), 3),
+            "nn_cos_p5_p50_p95": [round(pct(nn_cos, q), 3) for q in (5, 50, 95)],
+            "query_nn_cos_p5_p50_p95": [round(pct(query_nn_cos, q), 3) for q in (5, 50, 95)],
+            "base_nn_cos_p5_p50_p95": [round(pct(base_nn_cos, q), 3) for q in (5, 50, 95)],
+            "shard_before_build": unindexed,
+            "shard_after_build": indexed_state,
+            "index_threshold": INDEX_THRESHOLD,
+            **int8,
+            "workdir": str(work),
+            "machine": machine_summary(before, after),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
