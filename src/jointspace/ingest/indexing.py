@@ -4,10 +4,11 @@ The policy (`--index auto`, the default) follows store/indexing.py's measurement
 of at least INDEX_THRESHOLD units gets an index when it has none, and again whenever the units
 added since the last build reach INDEX_THRESHOLD (points added after a build are searched
 exactly, which costs what an exact search of that many units costs). A build is a full rebuild
-(cheap to redo: ~1 s per 2,000 units on 2 cores), done at the end of the run, after every
-batch is stored: an interrupted build leaves the collection searchable exactly, and the next
-ingest or `jointspace collections index NAME` builds it again. `--index build` always builds,
-`--index skip` never does. While it builds, the progress line says so, with an estimate.
+(~1.5 s per 1,000 units on 2 cores at 100k units, more per unit beyond), done at the end of the
+run, after every batch is stored: an interrupted build leaves the collection searchable
+exactly, and the next ingest or `jointspace collections index NAME` builds it again.
+`--index build` always builds, `--index skip` never does. While it builds, the progress line
+says so, with an estimate.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from ..store.indexing import INDEX_THRESHOLD, should_build_index
 INDEX_MODES = ("auto", "build", "skip")
 # Written to the collection's metadata by each build: the point count then.
 INDEXED_POINTS_KEY = "indexed_points"
-# From benchmarks/scale.py (2 cores): about 2,000 units a second, three 512-d vectors each.
-UNITS_PER_SECOND = 2000
+# For the estimate on the progress line, from benchmarks/scale.py (2 cores, three 512-d vectors
+# a unit): 10k units built in 2.4 s, 100k in 153 s, 300k in 659 s (a busy machine).
+UNITS_PER_SECOND = 600
 
 
 @dataclass(frozen=True)
