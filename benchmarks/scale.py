@@ -42,7 +42,8 @@ import hashlib
 import os
 import resource
 import statistics
-import threading
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -233,14 +234,45 @@ def rss_mb(key: str = "VmRSS:") -> float:
     return 0.0
 
 
-ANON_PEAK = {"mb": 0.0}
+_ANON_SAMPLER = """
+import os, sys, time
+pid, stop = sys.argv[1], sys.argv[2]
+peak = 0
+while not os.path.exists(stop):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    peak = max(peak, int(line.split()[1]))
+    except OSError:
+        break
+    time.sleep(0.5)
+print(peak / 1024)
+"""
 
 
-def sample_anon(every_s: float = 0.5) -> None:
-    """Keep ANON_PEAK["mb"], the peak of RssAnon (a daemon thread for the whole run)."""
-    while True:
-        ANON_PEAK["mb"] = max(ANON_PEAK["mb"], rss_mb("RssAnon:"))
-        time.sleep(every_s)
+class AnonPeak:
+    """The peak of this process's anonymous memory (RssAnon), sampled every 0.5 s by another
+    process (Edge's optimize() holds the GIL, so a thread here would stop sampling)."""
+
+    def __init__(self, work: Path) -> None:
+        self.stop_file = work / ".anon-sampler-stop"
+        self.stop_file.unlink(missing_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _ANON_SAMPLER, str(os.getpid()), str(self.stop_file)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def stop(self) -> float:
+        """Stop sampling; the peak in MB."""
+        self.stop_file.touch()
+        out, _ = self.process.communicate()
+        self.stop_file.unlink(missing_ok=True)
+        try:
+            return float(out.strip() or 0)
+        except ValueError:
+            return 0.0
 
 
 def disk_mb(path: Path) -> float:
@@ -252,24 +284,46 @@ def disk_mb(path: Path) -> float:
     return total / 2**20
 
 
+_DISK_SAMPLER = """
+import os, sys, time
+path, stop = sys.argv[1], sys.argv[2]
+def size():
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+peak = size()
+while not os.path.exists(stop):
+    time.sleep(float(sys.argv[3]))
+    peak = max(peak, size())
+print(max(peak, size()) / 2**20)
+"""
+
+
 @contextlib.contextmanager
 def disk_peak(path: Path, every_s: float = 1.0) -> Iterator[dict[str, float]]:
-    """Sample disk_mb(path) every `every_s` in a thread while the block runs: {"peak_mb"}."""
+    """Sample disk_mb(path) every `every_s` while the block runs, from another process (Edge's
+    optimize() holds the GIL throughout, so a thread here would not run): {"peak_mb"}."""
     result = {"peak_mb": disk_mb(path)}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(every_s):
-            result["peak_mb"] = max(result["peak_mb"], disk_mb(path))
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
+    stop = path.parent / f".{path.name}.sampler-stop"
+    stop.unlink(missing_ok=True)
+    sampler = subprocess.Popen(
+        [sys.executable, "-c", _DISK_SAMPLER, str(path), str(stop), str(every_s)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         yield result
     finally:
-        stop.set()
-        thread.join()
-        result["peak_mb"] = max(result["peak_mb"], disk_mb(path))
+        stop.touch()
+        out, _ = sampler.communicate()
+        stop.unlink(missing_ok=True)
+        with contextlib.suppress(ValueError):
+            result["peak_mb"] = max(result["peak_mb"], float(out.strip() or 0))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -395,8 +449,8 @@ def main() -> None:
     args = parser.parse_args()
     before = machine()
     print_machine("start", before)
-    threading.Thread(target=sample_anon, daemon=True).start()
     work = workdir("scale", args.workdir)
+    anon = AnonPeak(work)
     home = work / "home"
     rng = np.random.default_rng([args.seed, 999])
 
@@ -554,6 +608,7 @@ def main() -> None:
             with EdgeStore(home) as dropper:
                 dropper.drop_collection(qname)
 
+    anon_peak_mb = anon.stop()
     # -- report -----------------------------------------------------------------------------------
     exact_p50, hnsw_p50 = pct(exact_ms, 50), pct(hnsw_ms, 50)
     print_table(
@@ -611,7 +666,7 @@ def main() -> None:
             ["disk MB: peak during build", round(build_disk["peak_mb"])],
             [
                 "peak rss MB (ru_maxrss) / anonymous only",
-                f"{peak_rss_mb():.0f} / {ANON_PEAK['mb']:.0f}",
+                f"{peak_rss_mb():.0f} / {anon_peak_mb:.0f}",
             ],
             ["segments/indexed vectors before build", str(unindexed)],
             ["segments/indexed vectors after build", str(indexed_state)],
@@ -646,7 +701,7 @@ def main() -> None:
             "upsert_s": round(float_row["upsert_s"], 1),
             "upsert_units_per_s": round(args.units / float_row["upsert_s"]),
             "peak_rss_mb": round(peak_rss_mb()),
-            "peak_anon_rss_mb": round(ANON_PEAK["mb"]),
+            "peak_anon_rss_mb": round(anon_peak_mb),
             "rss_after_upsert_mb": round(rss_after_upsert),
             "rss_after_build_mb": round(rss_after_build),
             "disk_mb": round(size_mb),

@@ -20,8 +20,8 @@ from jointspace.store import edge as edge_module
 from jointspace.store.base import Point, Store
 from jointspace.store.edge import EdgeStore
 from jointspace.store.indexing import (
-    FILTER_EXACT_UNITS,
     FILTERED_HNSW_EF,
+    FULL_SCAN_UNITS,
     HNSW_EF,
     INDEX_THRESHOLD,
     QUANTIZE_KINDS,
@@ -92,8 +92,8 @@ def edge(tmp_path: Path) -> Iterator[EdgeStore]:
 def indexed_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An embedded store with collection "idx" (N points, indexed) and "q8" (the same points,
     int8, indexed); the tests reopen it (each test its own store, closed afterwards). Their
-    full-scan threshold is lowered to 64 points, so that a filter matching more walks the
-    graph, as at scale (by default a filter matching fewer than 100k units is exact)."""
+    full-scan threshold is lowered to 64 points, so that the graph is walked, as at scale (by
+    default a segment of fewer than FULL_SCAN_UNITS is scanned)."""
     home = tmp_path_factory.mktemp("indexed") / "home"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(edge_module, "full_scan_threshold_kb", lambda dims: 64 * DIM * 4 // 1024)
@@ -118,8 +118,9 @@ def test_filtered_searches_get_more_candidates() -> None:
     assert search_ef(None, filtered=False) == HNSW_EF
     assert search_ef(None, filtered=True) == FILTERED_HNSW_EF > HNSW_EF
     assert search_ef(40, filtered=True) == 40
-    # FILTER_EXACT_UNITS units of 512-d float32 vectors, in KB
-    assert full_scan_threshold_kb({"unit": 512, "text": 384}) == FILTER_EXACT_UNITS * 2
+    # FULL_SCAN_UNITS units of the smaller vector (384-d float32), in KB
+    assert full_scan_threshold_kb({"unit": 512, "text": 384}) == FULL_SCAN_UNITS * 384 * 4 // 1024
+    assert FULL_SCAN_UNITS < INDEX_THRESHOLD  # or a collection indexed at the threshold is scanned
 
 
 def test_should_build_index_from_the_threshold() -> None:
@@ -235,7 +236,13 @@ def test_quantized_search_rescores_with_the_original_vectors(indexed: EdgeStore)
         assert len({h.id for h in hits} & {h.id for h in exact}) >= 8
 
 
-def test_filters_work_on_an_indexed_collection(indexed: EdgeStore) -> None:
+@pytest.mark.parametrize("exact_below", [0, 10**9], ids=["graph", "payload-index"])
+def test_filters_work_on_an_indexed_collection(
+    indexed: EdgeStore, monkeypatch: pytest.MonkeyPatch, exact_below: int
+) -> None:
+    """Through the graph (FILTER_EXACT_UNITS 0) and exactly (a filter matching fewer units
+    than FILTER_EXACT_UNITS, as the payload index estimates them)."""
+    monkeypatch.setattr(edge_module, "FILTER_EXACT_UNITS", exact_below)
     vectors = data()
     wheres = [
         {"labels": "food"},
@@ -253,7 +260,10 @@ def test_filters_work_on_an_indexed_collection(indexed: EdgeStore) -> None:
                 for h in hits:
                     p = h.payload
                     assert all(_holds(p, key, cond) for key, cond in where.items()), (where, p)
-                assert len({h.id for h in hits} & {h.id for h in exact}) >= 9
+                if exact_below:
+                    assert [h.id for h in hits] == [h.id for h in exact]
+                else:
+                    assert len({h.id for h in hits} & {h.id for h in exact}) >= 9
 
 
 def _holds(payload: dict, key: str, cond: object) -> bool:

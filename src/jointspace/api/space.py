@@ -135,7 +135,7 @@ class Space:
 
     def build_index(self, name: str, on_progress: ProgressCallback | None = None) -> IndexOutcome:
         """Build (or rebuild) the HNSW search index of a collection now (ingest does it by
-        itself past 20,000 units); searches use it afterwards."""
+        itself past 50,000 units); searches use it afterwards."""
         from ..ingest.indexing import build_index
 
         return build_index(self.store, self.store.resolve(name), on_progress)

@@ -78,7 +78,7 @@ def collections_index(
     quiet: QuietOpt = False,
 ) -> None:
     """Build (or rebuild) a collection's HNSW search index now. Ingest builds it by itself once
-    a collection reaches 20,000 units (`ingest --index auto`)."""
+    a collection reaches 50,000 units (`ingest --index auto`)."""
     with ctx.obj.space() as space, ProgressView(quiet) as progress:
         outcome = space.build_index(name, on_progress=progress)
     if as_json:

@@ -87,8 +87,8 @@ def ingest(
     index: Annotated[
         str,
         typer.Option(
-            help="auto: build the HNSW search index at the end once the collection has 20,000 "
-            "units (again after 20,000 more); build: always; skip: never.",
+            help="auto: build the HNSW search index at the end once the collection has 50,000 "
+            "units (again after 50,000 more); build: always; skip: never.",
         ),
     ] = "auto",
     shard: Annotated[

@@ -45,23 +45,27 @@ optimize() is called, which only `build_index` does (ingest calls it above
 indexing.INDEX_THRESHOLD units; the numbers are in store/indexing.py).
 
 The HNSW index. Shards are created with HNSW parameters (indexing.HNSW_M, HNSW_EF_CONSTRUCT),
-a full-scan threshold that makes a filter matching at most indexing.FILTER_EXACT_UNITS units an
-exact search (through the payload index), an indexing threshold of 1 KB (so that optimize()
-indexes every segment, however small) and, for `quantize="int8"`, scalar int8 quantization
+a full-scan threshold of indexing.FULL_SCAN_UNITS units (segments and filter matches below it
+are scanned), an indexing threshold of 1 KB (so that optimize() indexes every segment, however
+small) and, for `quantize="int8"`, scalar int8 quantization
 kept in RAM; collection.json records them ("hnsw", "quantize"). `build_index` runs optimize()
 (blocking: it merges the segments and builds one graph per named vector, plus the int8
 copies), then records "index" in collection.json: that is what `indexed` reads, and what makes
 `search` pass hnsw_ef (FILTERED_HNSW_EF with a filter; rescore=True with oversampling when
-quantized) instead of exact=True. A shard created with other settings (before they existed)
+quantized) instead of exact=True; a filter that the payload index estimates to match at most
+indexing.FILTER_EXACT_UNITS units is searched exactly all the same (a count with exact=False
+first). A shard created with other settings (before they existed)
 is reloaded with ours first (EdgeShard.load with a config rewrites the shard's). Checked
 against 0.9.0 (benchmarks/scale.py): an optimized shard answers through the graph (300k units:
 0.6 ms vs 31.5 ms with exact=True, recall@10 1.000; optimize() took 11 min on 2 busy cores,
 4 min with int8); points upserted afterwards go to a new appendable, unindexed segment that
 every search scans too, so they are found at once (and the next build_index indexes them); a
 reloaded shard keeps its index; on a quantized shard a search without rescore=True returns
-int8 scores. optimize() merges into one indexed segment plus an empty appendable one; it
-writes the new segment before it deletes the old, so it is given the shard's size again (x1.5)
-in free space (checked first; the peak sampled at 300k was only 3 % above the final size).
+int8 scores. optimize() merges into one indexed segment plus an empty appendable one, built in
+shard/temp_segments beside the old segments (at 1M units 6.5 GB beside 6.4 GB) before they are
+deleted, so it is given the shard's size again (x1.5) in free space, checked first.
+optimize() holds the GIL until it returns: no other thread of the process runs meanwhile (a
+progress message must be printed before it starts, not by a thread during it).
 
 Edge quirks this module relies on (checked against 0.9.0):
 - a point may lack some named vectors (or all of them); a search on a vector it lacks skips it;
@@ -119,6 +123,7 @@ from jointspace.store.filters import (
     recorded_fields,
 )
 from jointspace.store.indexing import (
+    FILTER_EXACT_UNITS,
     HNSW_EF_CONSTRUCT,
     HNSW_M,
     QUANTIZATION_OVERSAMPLING,
@@ -152,9 +157,9 @@ _CREATE_NEED_PER_INDEX = 2 * _MiB
 _UPSERT_NEED = 16 * _MiB
 _UPSERT_FACTOR = 3
 _LOAD_NEED = 4 * _MiB
-# build_index: optimize() writes the indexed segment (vectors, graph, int8 copies) before it
-# deletes the old ones. Sampled each second by benchmarks/scale.py at 300k units the shard
-# grew 2.0 -> 2.05 GB (int8: -> 2.5 GB) with no higher peak seen; the margin is deliberate.
+# build_index: optimize() writes the indexed segment (vectors, graph, int8 copies) in
+# shard/temp_segments before it deletes the old ones: the shard briefly doubles (seen at 1M
+# units: 6.5 GB of temp_segments beside 6.4 GB of segments; at 3k units 43 -> 63 MB peak).
 _INDEX_NEED = 64 * _MiB
 _INDEX_FACTOR = 1.5
 # Segments of at least this many KB of vectors are indexed by optimize(): all of them, since
@@ -630,10 +635,18 @@ class EdgeStore(Store):
         params = _search_params(mode, exact, hnsw_ef, bool(checked))
         if k <= 0:
             return []
+        edge_filter = _edge_filter(checked)
+        if edge_filter is not None and exact is None and mode[0]:
+            # A filter that matches few units: exact through the payload index (its estimate,
+            # no vector read), where the graph walk could miss some of them.
+            with self._edge_errors(name):
+                matches = shard.count(qe.CountRequest(exact=False, filter=edge_filter))
+            if matches <= FILTER_EXACT_UNITS:
+                params = qe.SearchParams(exact=True)
         request = qe.QueryRequest(
             limit=int(k),
             query=qe.Query.Nearest(query, using=vector_name),
-            filter=_edge_filter(checked),
+            filter=edge_filter,
             with_payload=True,
             with_vector=False,
             params=params,
@@ -644,10 +657,11 @@ class EdgeStore(Store):
 
     def build_index(self, name: str) -> None:
         """Build the HNSW index of every named vector (and the int8 copies of a quantized
-        collection) with optimize(), blocking until it is done, and record it in
-        collection.json; searches use it from then on. Points upserted afterwards are searched
-        exactly until the next build_index, which indexes them too. Checks first that the free
-        space covers the rewrite (about the shard's size again)."""
+        collection) with optimize(), blocking until it is done (holding the GIL: the
+        process's other threads wait too), and record it in collection.json; searches use it
+        from then on. Points upserted afterwards are searched exactly until the next
+        build_index, which indexes them too. Checks first that the free space covers the
+        rewrite (about the shard's size again)."""
         target = self._shard_name_for_write(name)
         meta = self._read_meta(target)
         shard_path = self._dir(target) / _SHARD_DIR

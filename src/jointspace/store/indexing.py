@@ -50,11 +50,17 @@ HNSW_EF = 128
 # the graph walk among far, nearly tied candidates: recall@10 against exact was 0.79 with
 # ef 128 and 0.88 with 512 at 60k units, 0.71 with 512 at 300k (2.7 ms; exact: 19 ms).
 FILTERED_HNSW_EF = 512
-# Hence a filter that matches at most this many units is searched exactly, through the
-# payload index, even on an indexed collection (Qdrant's full_scan_threshold, which counts KB
-# of vectors, per segment: see full_scan_threshold_kb): at most ~25 ms (75k matches: 19 ms at
-# 300k units), and exact. Broader filters walk the graph.
+# Hence a filter that matches at most this many units (as the payload index estimates them)
+# is searched exactly, through the payload index, even on an indexed collection: at most
+# ~25 ms (75k matches: 19 ms at 300k units), and exact. Broader filters walk the graph.
 FILTER_EXACT_UNITS = 100_000
+# Qdrant scans (instead of walking the graph) any segment, and any filter's matches within a
+# segment, of fewer vectors than its full_scan_threshold (KB of vectors: see
+# full_scan_threshold_kb), unfiltered searches included (checked: a 20k-vector segment with
+# the threshold at 100k vectors answered in 1.3 ms with or without exact; at 500 vectors,
+# 0.2 ms through the graph). So it must stay below INDEX_THRESHOLD, or an index built at the
+# threshold would not be used; under 20k units a scan costs under ~2 ms.
+FULL_SCAN_UNITS = 20_000
 # int8: the best limit * OVERSAMPLING candidates by int8 score are rescored with the original
 # vectors (at 100k units recall@10 was 0.96 with 1x, whatever hnsw_ef; 1.00 with 2x at 60k).
 QUANTIZATION_OVERSAMPLING = 2.0
@@ -69,9 +75,9 @@ def should_build_index(count: int) -> bool:
 
 
 def full_scan_threshold_kb(dims: Mapping[str, int]) -> int:
-    """Qdrant's full_scan_threshold (KB of one named vector's storage) for FILTER_EXACT_UNITS
-    units of the largest of `dims` (float32)."""
-    return max(1, math.ceil(FILTER_EXACT_UNITS * 4 * max(dims.values(), default=1) / 1024))
+    """Qdrant's full_scan_threshold (KB of one named vector's storage) for FULL_SCAN_UNITS
+    units of the smallest of `dims` (float32): no vector is scanned beyond that many units."""
+    return max(1, math.ceil(FULL_SCAN_UNITS * 4 * min(dims.values(), default=1) / 1024))
 
 
 def search_ef(hnsw_ef: int | None, filtered: bool) -> int:

@@ -432,6 +432,11 @@ class ServerStore(Store):
             status = str(getattr(self._collection(collection).status, "value", "green"))
             if status == "green":
                 return
+            if status == "red":
+                raise JointspaceError(
+                    f"{capitalise(self.where)} reports an error while optimizing "
+                    f"'{collection}' (status red); see the server's log."
+                )
             if status == "grey" and not nudged:  # optimizations pending: an update starts them
                 self._set_indexing_threshold(collection, DEFAULT_INDEXING_THRESHOLD_KB)
                 nudged = True
