@@ -29,7 +29,7 @@ from .api.workflows import compare, evaluate, train
 from .corpus.select import SourceOptions
 from .corpus.split import SPLITS
 from .errors import InvalidQuery, JointspaceError, NotFound, Overloaded, TooLarge, UnusableImage
-from .pipeline.names import FUSIONS, LOSSES
+from .pipeline.names import FUSIONS, LOSSES, SAMPLINGS
 from .progress import Progress
 from .query.hits import Hit
 from .query.remote import ServiceClient
@@ -49,6 +49,7 @@ def __getattr__(name: str):  # IngestReport's module imports torch: load it when
 __all__ = [
     "FUSIONS",
     "LOSSES",
+    "SAMPLINGS",
     "SPLITS",
     "TARGETS",
     "Collection",

@@ -9,7 +9,7 @@ from typing import Any
 from ..corpus.select import SourceOptions, check_split, count_hint, read_sources
 from ..errors import JointspaceError
 from ..pipeline.compute import Compute
-from ..pipeline.names import FUSIONS, LOSSES
+from ..pipeline.names import DEFAULT_SAMPLING, FUSIONS, LOSSES, SAMPLINGS
 from ..progress import Progress, ProgressCallback, StageCounter
 from .home import resolve_home
 from .reports import ComparisonReport, EvalReport, TrainReport
@@ -21,6 +21,15 @@ def _source_list(sources: Sources) -> list[Path]:
     if isinstance(sources, (str, Path)):
         return [Path(sources)]
     return [Path(s) for s in sources]
+
+
+def _read(paths: list[Path], options: SourceOptions | None) -> Any:
+    """The records of every source, each named as given (pipeline.dataset.SourceNames): a
+    source is one path, and training, evaluation and the reports count it on its own. Every
+    source is opened before the first record is read."""
+    from ..pipeline.dataset import SourceNames
+
+    return SourceNames([(str(path), read_sources([path], options)) for path in paths])
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
@@ -47,6 +56,7 @@ def train(
     fusion: str = "gated",
     dim: int = 512,
     seed: int = 0,
+    sampling: str = DEFAULT_SAMPLING,
     workers: int = 1,
     device: str | None = None,
     precision: str | None = None,
@@ -56,9 +66,15 @@ def train(
     """Train a gated encoder on the sources' training split (validation split for early
     stopping; the test split is never seen) and save it to `out`. `device` (auto|cpu|cuda[:N])
     and `precision` (auto|fp32|bf16|fp16) choose where the backbone runs (default: the
-    environment's JOINTSPACE_DEVICE / JOINTSPACE_PRECISION, else auto)."""
+    environment's JOINTSPACE_DEVICE / JOINTSPACE_PRECISION, else auto).
+
+    Several sources train one model: each source keeps its own held-out split, batches draw
+    across sources by `sampling` (SAMPLINGS), the epoch is picked by the mean over sources
+    of their validation scores, and the report's `data["per_source"]` and `val_per_source`
+    count and score each source."""
     _check_choice("loss", loss, LOSSES)
     _check_choice("fusion", fusion, FUSIONS)
+    _check_choice("sampling", sampling, SAMPLINGS)
     _check_positive(epochs=epochs, dim=dim)
     if not 0 <= corrupt <= 1:
         raise JointspaceError(f"--corrupt must be between 0 and 1 (got {corrupt}).")
@@ -67,7 +83,7 @@ def train(
     from ..pipeline.training_run import train_model
 
     paths = _source_list(sources)
-    records = read_sources(paths, source_options)
+    records = _read(paths, source_options)
 
     def on_epoch(record: Any) -> None:
         if on_progress:
@@ -80,7 +96,14 @@ def train(
         resolve_home(home),
         backbone,
         EncoderConfig(1, 1, dim=dim, fusion=fusion),
-        TrainConfig(epochs=epochs, loss=loss, margin=margin, corrupt=corrupt, seed=seed),
+        TrainConfig(
+            epochs=epochs,
+            loss=loss,
+            margin=margin,
+            corrupt=corrupt,
+            seed=seed,
+            sampling=sampling,
+        ),
         workers=workers,
         on_items=StageCounter("features", count_hint(paths), on_progress),
         on_epoch=on_epoch,
@@ -105,7 +128,9 @@ def evaluate(
 ) -> EvalReport:
     """The six tasks (text|image → image|text|unit) of a model on one split of the sources
     (held out: test), paired protocol and, when items have labels, labelled MAP. An evaluated
-    item the model saw in training is refused unless `allow_overlap` (then counted)."""
+    item the model saw in training is refused unless `allow_overlap` (then counted). Each
+    source is evaluated on its own (its queries against its own gallery: `per_source`);
+    `tasks` pools every source's queries."""
     check_split(split, allow_all=False)
     if not 0 <= corrupt_units <= 1:
         raise JointspaceError("--corrupt-units must be between 0 and 1.")
@@ -113,7 +138,7 @@ def evaluate(
 
     paths = _source_list(sources)
     result = evaluate_model(
-        read_sources(paths, source_options),
+        _read(paths, source_options),
         Path(model),
         resolve_home(home),
         split=split,
@@ -134,6 +159,7 @@ def compare(
     seeds: int = 3,
     corrupt_units: Sequence[float] = (0.0,),
     epochs: int = 60,
+    sampling: str = DEFAULT_SAMPLING,
     out: str | Path | None = None,
     command: str | None = None,
     workers: int = 1,
@@ -144,8 +170,11 @@ def compare(
 ) -> ComparisonReport:
     """Train every variant (gated, nogate, weighted, concat, loss ablations) on the same cached
     features, splits and seeds, and evaluate each on the test split at every corruption level;
-    with `out`, also write report.md, report.json and charts there."""
+    with `out`, also write report.md, report.json and charts there. With several sources,
+    every variant trains on all of them and is evaluated per source (`per_source`) and over
+    all (`variants`)."""
     _check_positive(seeds=seeds, epochs=epochs)
+    _check_choice("sampling", sampling, SAMPLINGS)
     levels = tuple(corrupt_units) or (0.0,)
     if any(not 0 <= p <= 1 for p in levels):
         raise JointspaceError("--corrupt-units must be between 0 and 1.")
@@ -162,12 +191,12 @@ def compare(
             on_progress(Progress("variants", steps.done, None, step))
 
     runs, context = compare_on_corpus(
-        read_sources(paths, source_options),
+        _read(paths, source_options),
         resolve_home(home),
         backbone,
         seeds,
         levels,
-        TrainConfig(epochs=epochs),
+        TrainConfig(epochs=epochs, sampling=sampling),
         workers=workers,
         on_items=StageCounter("features", count_hint(paths), on_progress),
         on_step=on_step,

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 import jointspace as js
+from jointspace.pipeline.names import DEFAULT_SAMPLING
 
 from .common import (
     CaptionOpt,
@@ -35,6 +36,7 @@ from .common import (
     source_options,
     stdout,
 )
+from .train import Sampling, SamplingOpt
 
 CompareOpt = Annotated[
     bool,
@@ -73,6 +75,7 @@ def evaluate(
     corrupt_units: CorruptUnitsOpt = None,
     backbone: Annotated[str, typer.Option(help="Backbone for --compare.")] = "offline",
     epochs: Annotated[int, typer.Option(min=1, help="Most epochs per variant (--compare).")] = 60,
+    sampling: SamplingOpt = DEFAULT_SAMPLING,
     out: OutOpt = None,
     split: Annotated[str, typer.Option(help="Split to evaluate on (held out: test).")] = "test",
     allow_overlap: Annotated[
@@ -96,7 +99,8 @@ def evaluate(
 ) -> None:
     """Evaluate on SOURCE's held-out split: six tasks (text|image → image|text|unit), paired
     protocol (R@k, MRR, nDCG@10) and, when items have labels, labelled MAP. With --compare,
-    train and compare all variants over seeds, optionally with corrupted units."""
+    train and compare all variants over seeds, optionally with corrupted units. Several
+    sources are evaluated each on its own (its queries against its own gallery) and overall."""
     levels = tuple(corrupt_units or [0.0])
     _check_mode(compare, model, levels)
     reader = source_options(ctx)
@@ -110,6 +114,7 @@ def evaluate(
                 seeds=seeds,
                 corrupt_units=levels,
                 epochs=epochs,
+                sampling=Sampling(sampling).value,
                 out=out,
                 command="jointspace " + " ".join(sys.argv[1:]),
                 workers=workers,
@@ -148,7 +153,13 @@ def _check_mode(compare: bool, model: Path | None, levels: tuple[float, ...]) ->
 
 def _render_evaluation(report: js.EvalReport) -> None:
     stdout.print(f"{report.queries} held-out items ({report.split} split), model {report.model_id}")
-    stdout.print(metrics_table("six tasks", report.tasks))
+    if len(report.per_source) > 1:
+        for name, result in report.per_source.items():
+            title = f"six tasks: {name} ({result['queries']} items)"
+            stdout.print(metrics_table(title, result["tasks"]))
+        stdout.print(metrics_table("six tasks, all sources", report.tasks))
+    else:
+        stdout.print(metrics_table("six tasks", report.tasks))
     for note in report.protocol.values():
         stdout.print(f"- {note}", highlight=False)
     if report.overlap:
@@ -159,16 +170,27 @@ def _render_evaluation(report: js.EvalReport) -> None:
 
 def _render_comparison(report: js.ComparisonReport, seeds: int) -> None:
     for level in report.runs:
-        table = Table(
-            title=f"MAP (labelled), {level['corrupt_units']:.0%} of units corrupted, "
-            f"mean ± std over {seeds} seeds"
-        )
-        table.add_column("variant")
-        for task in next(iter(level["variants"].values()))["tasks"]:
-            table.add_column(task, justify="right")
-        for name, variant in level["variants"].items():
-            maps = (m["MAP"] for m in variant["tasks"].values())
-            table.add_row(name, *(f"{m['mean']:.3f} ± {m['std']:.3f}" for m in maps))
-        stdout.print(table)
+        per_source = level.get("per_source") or {}
+        tables = [("", level["variants"])]
+        if len(per_source) > 1:
+            tables = [(f"{name}: ", entry["variants"]) for name, entry in per_source.items()]
+            tables.append(("all sources: ", level["variants"]))
+        for prefix, variants in tables:
+            stdout.print(_map_table(prefix, level["corrupt_units"], variants, seeds))
     if report.report_dir:
         stdout.print(f"Report written to {Path(report.report_dir) / 'report.md'}")
+
+
+def _map_table(prefix: str, corrupted: float, variants: dict, seeds: int) -> Table:
+    table = Table(
+        title=f"{prefix}MAP (labelled), {corrupted:.0%} of units corrupted, "
+        f"mean ± std over {seeds} seeds"
+    )
+    table.add_column("variant")
+    tasks = list(next(iter(variants.values()))["tasks"])
+    for task in tasks:
+        table.add_column(task, justify="right")
+    for name, variant in variants.items():
+        cells = (variant["tasks"][task].get("MAP") for task in tasks)
+        table.add_row(name, *(f"{m['mean']:.3f} ± {m['std']:.3f}" if m else "—" for m in cells))
+    return table

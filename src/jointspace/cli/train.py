@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 import jointspace as js
+from jointspace.pipeline.names import DEFAULT_SAMPLING
 
 from .common import (
     CaptionOpt,
@@ -37,6 +38,14 @@ from .common import (
 
 Loss = Enum("Loss", {name: name for name in js.LOSSES}, type=str)
 Fusion = Enum("Fusion", {name: name for name in js.FUSIONS}, type=str)
+Sampling = Enum("Sampling", {name: name for name in js.SAMPLINGS}, type=str)
+SamplingOpt = Annotated[
+    Sampling,
+    typer.Option(
+        help="Several sources: batches draw from each in proportion to its size, to its square "
+        "root, or equally (balanced)."
+    ),
+]
 BackboneOpt = Annotated[
     str,
     typer.Option(
@@ -70,6 +79,7 @@ def train(
     fusion: Annotated[Fusion, typer.Option(help="How a unit fuses image and text.")] = "gated",
     dim: Annotated[int, typer.Option(min=1, help="Embedding dimension.")] = 512,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    sampling: SamplingOpt = DEFAULT_SAMPLING,
     images_dir: ImagesDirOpt = None,
     captions: CaptionsOpt = None,
     caption: CaptionOpt = None,
@@ -86,7 +96,8 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a gated encoder on SOURCE's training split (validation split for early stopping;
-    the test split is never seen) and save it to --out."""
+    the test split is never seen) and save it to --out. Several sources train one model; each
+    keeps its own held-out split and is counted and validated on its own."""
     reader = source_options(ctx)
     with ProgressView(quiet) as progress:
         report = js.train(
@@ -102,6 +113,7 @@ def train(
             fusion=Fusion(fusion).value,
             dim=dim,
             seed=seed,
+            sampling=Sampling(sampling).value,
             workers=workers,
             source_options=reader,
             on_progress=progress,
@@ -116,4 +128,16 @@ def train(
         f"(held out), {data['skipped']} skipped; best epoch {report.best_epoch} "
         f"of {report.epochs_run}; {report.seconds:.0f} s"
     )
+    per_source = data.get("per_source") or {}
+    if len(per_source) > 1:
+        for name, counts in per_source.items():
+            stdout.print(
+                f"  {name}: {counts['train']} train, {counts['val']} val, {counts['test']} test, "
+                f"{counts['skipped']} skipped",
+                highlight=False,
+            )
+        for name, metrics in report.val_per_source.items():
+            stdout.print(metrics_table(f"validation (paired): {name}", metrics))
+        stdout.print(metrics_table("validation (paired), mean over sources", report.val_metrics))
+        return
     stdout.print(metrics_table("validation (paired)", report.val_metrics))

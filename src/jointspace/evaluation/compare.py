@@ -25,7 +25,7 @@ from ..pipeline.compute import Compute
 from ..pipeline.corruption import KIND_NAMES, Junk, junk_features
 from ..pipeline.dataset import FeatureSet
 from ..pipeline.model import EncoderConfig, GatedEncoder
-from ..pipeline.train import TrainConfig, rsum, train_encoder, validation_metrics
+from ..pipeline.train import TrainConfig, train_encoder, validation_by_source, validation_score
 from .tasks import (
     CORRUPTION_SEED,
     Embedded,
@@ -33,7 +33,7 @@ from .tasks import (
     embed_with_model,
     prepare_evaluation,
     protocol_notes,
-    task_metrics,
+    source_task_metrics,
     with_corrupted_units,
 )
 
@@ -65,13 +65,18 @@ VARIANTS = (
 
 @dataclass
 class ComparisonRuns:
-    """Raw results: metrics[p][variant] is one task→metric dict per seed; gates[p] the gated
-    model's per-unit gate values and corruption kinds (all seeds); histories[variant] the
-    training curve of seed 0; notes say why a variant was left out or how it was tuned."""
+    """Raw results: metrics[p][variant] is one task→metric dict per seed (over every source's
+    queries, each against its own source's gallery); source_metrics[p][source][variant] the
+    same for one source; gates[p] the gated model's per-unit gate values and corruption kinds
+    (all seeds); histories[variant] the training curve of seed 0; notes say why a variant was
+    left out or how it was tuned."""
 
     seeds: int
     corrupt_levels: list[float]
     metrics: dict[float, dict[str, list[dict[str, dict[str, float]]]]] = field(default_factory=dict)
+    source_metrics: dict[float, dict[str, dict[str, list[dict[str, dict[str, float]]]]]] = field(
+        default_factory=dict
+    )
     gates: dict[float, dict[str, list[float]]] = field(default_factory=dict)
     histories: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
@@ -92,12 +97,13 @@ def mean_space(data: EvalSet) -> Embedded:
 
 
 def tune_fixed_weight(model: GatedEncoder, val: FeatureSet) -> tuple[GatedEncoder, float]:
-    """The fixed-fusion model with the weight in WEIGHT_GRID that maximises validation rsum."""
+    """The fixed-fusion model with the weight in WEIGHT_GRID that maximises the validation
+    score (rsum; with several sources, the mean of each source's)."""
     best, best_score, best_weight = model, -1.0, 0.5
     for weight in WEIGHT_GRID:
         candidate = GatedEncoder(replace(model.config, fixed_weight=float(weight)))
         candidate.load_state_dict(model.state_dict())
-        score = rsum(validation_metrics(candidate, val))
+        score = validation_score(validation_by_source(candidate, val))
         if score > best_score:
             best, best_score, best_weight = candidate, score, float(weight)
     return best, best_weight
@@ -116,16 +122,22 @@ def run_comparison(
     on_step: Callable[[str], None] | None = None,
 ) -> ComparisonRuns:
     """Train every variant for every seed on `parts["train"]` (validation: `parts["val"]`) and
-    evaluate each at every corruption level on `data`."""
+    evaluate each at every corruption level on `data`, each source's queries against its own
+    source's gallery (corrupted within it)."""
     train_config = train_config or TrainConfig()
     runs = ComparisonRuns(seeds, list(corrupt_levels))
     image_dim, text_dim = parts["train"].image.shape[1], parts["train"].text.shape[1]
+    sources = data.by_source()
     corrupted = {
-        p: with_corrupted_units(data, p, CORRUPTION_SEED, eval_junk) if p else data
+        p: {
+            name: with_corrupted_units(part, p, CORRUPTION_SEED, eval_junk) if p else part
+            for name, part in sources.items()
+        }
         for p in corrupt_levels
     }
     for p in corrupt_levels:
         runs.metrics[p] = {}
+        runs.source_metrics[p] = {name: {} for name in sources}
         runs.gates[p] = {"gate": [], "kind": []}
     for seed in range(seeds):
         trained: dict[tuple[str, str], GatedEncoder] = {}
@@ -161,14 +173,17 @@ def run_comparison(
                 def embed(d: EvalSet, m: GatedEncoder = model) -> Embedded:
                     return embed_with_model(m, d)
 
-            for p, evaluation in corrupted.items():
-                vectors = embed(evaluation)
-                runs.metrics[p].setdefault(variant.name, []).append(
-                    task_metrics(evaluation, vectors)
-                )
+            for p, evaluations in corrupted.items():
+                overall, per_source, vectors = source_task_metrics(evaluations, embed)
+                runs.metrics[p].setdefault(variant.name, []).append(overall)
+                for name, result in per_source.items():
+                    runs.source_metrics[p][name].setdefault(variant.name, []).append(
+                        result["tasks"]
+                    )
                 if variant.name == "gated":
-                    runs.gates[p]["gate"].extend(vectors.gate.tolist())
-                    runs.gates[p]["kind"].extend(KIND_NAMES[k] for k in evaluation.kinds)
+                    for name, evaluation in evaluations.items():
+                        runs.gates[p]["gate"].extend(vectors[name].gate.tolist())
+                        runs.gates[p]["kind"].extend(KIND_NAMES[k] for k in evaluation.kinds)
     return runs
 
 
@@ -231,11 +246,17 @@ def compare_on_corpus(
         train_config=train_config,
         on_step=on_step,
     )
+    per_source: dict[str, dict[str, int]] = {}
+    for split, part in parts.items():
+        for name, rows in part.source_rows().items():
+            if len(rows):
+                per_source.setdefault(name, dict.fromkeys(parts, 0))[split] = len(rows)
     context = {
         "sources": sorted({item.source for part in parts.values() for item in part.items}),
         "backbone": backbone_spec,
         "precision": backbone.compute.precision,
         "split_sizes": {name: len(part) for name, part in parts.items()},
+        "split_sizes_per_source": per_source,
         "protocol": protocol_notes(data, max(corrupt_levels)),
         "train_config": train_config.to_dict(),
     }

@@ -17,12 +17,16 @@ CURVE_TASKS = ("text->unit", "image->unit")
 
 def comparison_document(runs: ComparisonRuns, context: dict[str, Any]) -> dict[str, Any]:
     """JSON-ready results: `variants` (at the first corruption level) and `runs` (every level),
-    each variant → tasks → task → metric → {"mean", "std"} over seeds; gate statistics per level."""
+    each variant → tasks → task → metric → {"mean", "std"} over seeds, over all sources;
+    `per_source` (first level; every level's in its run) the same per source: source →
+    {"variants": ...}; gate statistics per level."""
     levels = [
         {
             "corrupt_units": p,
-            "variants": {
-                name: {"tasks": summarise(per_seed)} for name, per_seed in runs.metrics[p].items()
+            "variants": _summaries(runs.metrics[p]),
+            "per_source": {
+                source: {"variants": _summaries(variants)}
+                for source, variants in runs.source_metrics.get(p, {}).items()
             },
             "gate": gate_statistics(runs.gates[p]) if runs.gates[p]["gate"] else {},
         }
@@ -32,10 +36,15 @@ def comparison_document(runs: ComparisonRuns, context: dict[str, Any]) -> dict[s
         **context,
         "seeds": runs.seeds,
         "variants": levels[0]["variants"],
+        "per_source": levels[0]["per_source"],
         "runs": levels,
         "notes": runs.notes,
         "histories": runs.histories,
     }
+
+
+def _summaries(variants: dict[str, list[dict[str, dict[str, float]]]]) -> dict[str, Any]:
+    return {name: {"tasks": summarise(per_seed)} for name, per_seed in variants.items()}
 
 
 def _cell(stats: dict[str, float], bold: bool) -> str:
@@ -45,6 +54,8 @@ def _cell(stats: dict[str, float], bold: bool) -> str:
 
 def _metric_table(variants: dict[str, Any], metric: str) -> list[str]:
     tasks = [t for t in TASKS if any(metric in v["tasks"][t] for v in variants.values())]
+    if not tasks:
+        return [f"(no {metric} for these items)"]
     best = {t: max(v["tasks"][t][metric]["mean"] for v in variants.values()) for t in tasks}
     lines = ["| variant | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     for name, variant in variants.items():
@@ -73,10 +84,19 @@ def markdown_report(document: dict[str, Any]) -> str:
         "Charts: tasks.png (all variants per task), corruption.png (MAP vs corrupted fraction), "
         "gate.png (the gate per unit, clean vs corrupted), training.png (validation curves).",
     ]
+    sizes = document.get("split_sizes_per_source") or {}
     for level in document["runs"]:
         lines += ["", f"## {level['corrupt_units']:.0%} of gallery units corrupted"]
+        several = len(level.get("per_source") or {}) > 1
+        if several:
+            lines += ["", "All sources (each query against its own source's gallery):"]
         for metric in TABLE_METRICS:
             lines += ["", f"### {metric}", "", *_metric_table(level["variants"], metric)]
+        for source, entry in (level.get("per_source") or {}).items() if several else ():
+            size = sizes.get(source)
+            lines += ["", f"### Source {source}" + (f" ({size})" if size else "")]
+            for metric in TABLE_METRICS:
+                lines += ["", f"#### {metric}", "", *_metric_table(entry["variants"], metric)]
         if level["gate"]:
             lines += [
                 "",

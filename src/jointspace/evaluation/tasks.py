@@ -11,11 +11,14 @@ Protocols (named in every report):
 - corrupted units (`corrupt_units` = p): a fraction p of the gallery's units have one modality
   corrupted (caption swapped or replaced by boilerplate, image swapped or blanked; fixed by
   seed, the same for every model); queries stay clean and relevance is unchanged.
+- several sources: each source's queries are ranked against its own source's gallery only
+  (its own held-out split), and corrupted within it; the overall metrics are the mean over
+  every query of every source (each source's metric weighted by its number of queries).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,7 @@ from ..pipeline.backbone import Backbone
 from ..pipeline.checkpoint import CARD_FILE, ModelCard, load_model
 from ..pipeline.compute import Compute
 from ..pipeline.corruption import Junk, Units, corrupt_units, junk_features
-from ..pipeline.dataset import FeatureSet
+from ..pipeline.dataset import FeatureSet, SourceNames
 from ..pipeline.features import FeatureCache, encode_texts
 from ..pipeline.model import GatedEncoder
 from ..pipeline.seen import SeenDigest
@@ -47,6 +50,10 @@ PROTOCOL_NOTES = {
     "labelled": "MAP: labelled protocol (relevant = same category label; the query's own item "
     "removed from same-modality and unit galleries)",
 }
+SOURCES_NOTE = (
+    "sources: each source's queries ranked against its own source's held-out gallery only; "
+    "overall = the mean over all queries (per-source metrics weighted by their query counts)"
+)
 
 
 @dataclass
@@ -63,6 +70,26 @@ class EvalSet:
     own_image: np.ndarray
     own_image_mask: np.ndarray
     kinds: np.ndarray
+
+    def subset(self, rows: np.ndarray) -> EvalSet:
+        """The rows given (gallery and queries alike), in that order."""
+        return EvalSet(
+            self.gallery.subset(rows),
+            self.keyword[rows],
+            self.keyword_mask[rows],
+            self.view[rows],
+            self.view_mask[rows],
+            self.own_image[rows],
+            self.own_image_mask[rows],
+            self.kinds[rows],
+        )
+
+    def by_source(self) -> dict[str, EvalSet]:
+        """Each source's evaluation set (itself when there is one source)."""
+        rows = self.gallery.source_rows()
+        if len(rows) == 1:
+            return {next(iter(rows)): self}
+        return {name: self.subset(r) for name, r in rows.items()}
 
 
 def with_corrupted_units(data: EvalSet, p: float, seed: int, junk: Junk) -> EvalSet:
@@ -137,6 +164,17 @@ def embed_with_model(model: GatedEncoder, data: EvalSet) -> Embedded:
 def task_metrics(data: EvalSet, vectors: Embedded) -> dict[str, dict[str, float]]:
     """Metrics of the six tasks: paired R@k/MRR/nDCG@10, and labelled MAP when items have
     labels."""
+    return counted_task_metrics(data, vectors)[0]
+
+
+Counts = dict[str, dict[str, int]]  # task -> {"paired": queries, "labelled": queries}
+
+
+def counted_task_metrics(
+    data: EvalSet, vectors: Embedded
+) -> tuple[dict[str, dict[str, float]], Counts]:
+    """`task_metrics` and, per task, how many queries each protocol counted (for pooling
+    several sources' metrics)."""
     g = data.gallery
     targets = {
         "image": (vectors.image, g.image_mask),
@@ -147,6 +185,7 @@ def task_metrics(data: EvalSet, vectors: Embedded) -> dict[str, dict[str, float]
     labelled = len({label for label in g.labels if label}) > 1
     by_label = label_relevance(g.labels, g.labels) if labelled else None
     results: dict[str, dict[str, float]] = {}
+    counts: Counts = {}
     for task in TASKS:
         modality, target = task.split("->")
         paired_q, paired_mask = (
@@ -160,6 +199,7 @@ def task_metrics(data: EvalSet, vectors: Embedded) -> dict[str, dict[str, float]
         scores = paired_q[rows] @ gallery[columns].T
         metrics = retrieval_metrics(scores, same[np.ix_(rows, columns)])
         metrics.pop("MAP")
+        counts[task] = {"paired": int(metrics.pop("queries")), "labelled": 0}
         if by_label is not None:
             label_q, label_mask = (
                 (vectors.keyword, data.keyword_mask)
@@ -168,12 +208,52 @@ def task_metrics(data: EvalSet, vectors: Embedded) -> dict[str, dict[str, float]
             )
             rows = np.flatnonzero(label_mask)
             own = same[np.ix_(rows, columns)] if target in (modality, "unit") else None
-            metrics["MAP"] = retrieval_metrics(
+            labelled_metrics = retrieval_metrics(
                 label_q[rows] @ gallery[columns].T, by_label[np.ix_(rows, columns)], exclude=own
-            )["MAP"]
-        metrics.pop("queries")
+            )
+            metrics["MAP"] = labelled_metrics["MAP"]
+            counts[task]["labelled"] = int(labelled_metrics["queries"])
         results[task] = metrics
-    return results
+    return results, counts
+
+
+def pooled_metrics(
+    parts: Sequence[tuple[dict[str, dict[str, float]], Counts]],
+) -> dict[str, dict[str, float]]:
+    """Several sources' task metrics as one: each metric the mean over all their queries (a
+    source's value weighted by the queries its protocol counted; MAP by the labelled ones).
+    A metric no source has is left out; one no source has a query for is NaN. One source:
+    its own metrics, unchanged."""
+    if len(parts) == 1:
+        return parts[0][0]
+    pooled: dict[str, dict[str, float]] = {}
+    for task in TASKS:
+        names = dict.fromkeys(m for metrics, _ in parts for m in metrics.get(task, {}))
+        pooled[task] = {}
+        for name in names:
+            kind = "labelled" if name == "MAP" else "paired"
+            total = weight = 0.0
+            for metrics, counts in parts:
+                value, n = metrics.get(task, {}).get(name), counts.get(task, {}).get(kind, 0)
+                if value is not None and n and not np.isnan(value):
+                    total, weight = total + n * value, weight + n
+            pooled[task][name] = total / weight if weight else float("nan")
+    return pooled
+
+
+def source_task_metrics(
+    by_source: dict[str, EvalSet], embed: Callable[[EvalSet], Embedded]
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]], dict[str, Embedded]]:
+    """The six tasks per source (each source's queries against its own gallery) and pooled
+    over sources; returns the overall metrics, {source: {"queries", "tasks"}} and each
+    source's vectors."""
+    counted, per_source, vectors = [], {}, {}
+    for name, data in by_source.items():
+        vectors[name] = embed(data)
+        metrics, counts = counted_task_metrics(data, vectors[name])
+        counted.append((metrics, counts))
+        per_source[name] = {"queries": len(data.gallery), "tasks": metrics}
+    return pooled_metrics(counted), per_source, vectors
 
 
 CORRUPTION_SEED = 20180205
@@ -187,7 +267,8 @@ def prepare_evaluation(
     workers: int = 1,
     on_items: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, FeatureSet], EvalSet]:
-    """The corpus's train/val/test features and the evaluation set of `split`."""
+    """The corpus's train/val/test features and the evaluation set of `split` (every row
+    knows its source when `records` is a `SourceNames`)."""
     features, _ = load_features(records, home, backbone, workers, on_items)
     parts = split_feature_set(features)
     if len(parts[split]) < 2:
@@ -206,6 +287,8 @@ def protocol_notes(data: EvalSet, corrupt_units: float) -> dict[str, str]:
     notes = dict(PROTOCOL_NOTES)
     if not any(label for label in data.gallery.labels):
         notes.pop("labelled")
+    if len(data.gallery.source_rows()) > 1:
+        notes["sources"] = SOURCES_NOTE
     if corrupt_units:
         notes["corrupted"] = (
             f"corrupted units: {corrupt_units:.0%} of the gallery's units have one modality "
@@ -271,14 +354,24 @@ def evaluate_model(
     seen = seen_in_training(card)
     backbone = Backbone(card.backbone["spec"], compute)
     if seen is not None:
-        records = list(records)
+        if isinstance(records, SourceNames):
+            records = SourceNames([(name, list(stream)) for name, stream in records.streams])
+        else:
+            records = list(records)
         held = [r for r in records if isinstance(r, Item) and split_of(r.split_key) == split]
         check_overlap(seen, held, card.model_id, allow_overlap)
     _, data = prepare_evaluation(records, home, backbone, split, workers, on_items)
     overlap = None if seen is None else count_overlap(seen, data.gallery.items)[0]
+    by_source = data.by_source()
     if corrupt_units:
         junk = junk_features(backbone, "eval")
-        data = with_corrupted_units(data, corrupt_units, CORRUPTION_SEED, junk)
+        by_source = {
+            name: with_corrupted_units(part, corrupt_units, CORRUPTION_SEED, junk)
+            for name, part in by_source.items()
+        }
+    tasks, per_source, _ = source_task_metrics(
+        by_source, lambda part: embed_with_model(model, part)
+    )
     return {
         "model_id": card.model_id,
         "split": split,
@@ -286,6 +379,7 @@ def evaluate_model(
         "corrupt_units": corrupt_units,
         "queries": len(data.gallery),
         "overlap": overlap,
-        "tasks": task_metrics(data, embed_with_model(model, data)),
+        "tasks": tasks,
+        "per_source": per_source,
         "protocol": protocol_notes(data, corrupt_units),
     }

@@ -75,18 +75,50 @@ class Units:
     text_mask: np.ndarray
 
 
+@dataclass
+class Plan:
+    """What corruption does to each row: its kind, the row a swapped modality comes from
+    (`donors`), and the junk caption a TEXT_JUNK row gets (`junk_caption`, -1 elsewhere)."""
+
+    kinds: np.ndarray
+    donors: np.ndarray
+    junk_caption: np.ndarray
+
+
+def plan_corruption(
+    image_mask: np.ndarray,
+    text_mask: np.ndarray,
+    probability: float,
+    rng: np.random.Generator,
+    junk: Junk | None,
+) -> Plan:
+    """Which complete units get one modality corrupted, and how (see `corrupt_units`)."""
+    n = len(image_mask)
+    complete = image_mask & text_mask
+    hit = (rng.random(n) < probability) & complete
+    choices = np.array([TEXT_SWAPPED, IMAGE_SWAPPED] if junk is None else list(KIND_NAMES)[1:])
+    kinds = np.where(hit, choices[rng.integers(0, len(choices), n)], CLEAN)
+    donors = _donors(n, rng)
+    junk_caption = np.full(n, -1)
+    if junk is not None:
+        rows = kinds == TEXT_JUNK
+        junk_caption[rows] = rng.integers(0, len(junk.captions), rows.sum())
+    return Plan(kinds, donors, junk_caption)
+
+
 def corrupt_units(
     units: Units, probability: float, rng: np.random.Generator, junk: Junk | None
 ) -> tuple[Units, np.ndarray]:
     """Corrupt one modality of each complete unit with `probability` (kind drawn uniformly;
     only swaps without `junk`); returns the corrupted copy and each row's kind (CLEAN for
     untouched rows)."""
-    n = len(units.image)
-    complete = units.image_mask & units.text_mask
-    hit = (rng.random(n) < probability) & complete
-    choices = np.array([TEXT_SWAPPED, IMAGE_SWAPPED] if junk is None else list(KIND_NAMES)[1:])
-    kinds = np.where(hit, choices[rng.integers(0, len(choices), n)], CLEAN)
-    donors = _donors(n, rng)
+    plan = plan_corruption(units.image_mask, units.text_mask, probability, rng, junk)
+    return apply_plan(units, plan, junk), plan.kinds
+
+
+def apply_plan(units: Units, plan: Plan, junk: Junk | None) -> Units:
+    """The units with `plan`'s corruption applied (a copy)."""
+    kinds, donors = plan.kinds, plan.donors
     image, text = units.image.copy(), units.text.copy()
     image_mask, text_mask = units.image_mask.copy(), units.text_mask.copy()
     rows = kinds == TEXT_SWAPPED
@@ -94,12 +126,12 @@ def corrupt_units(
     text_mask[rows] = units.text_mask[donors[rows]]
     if junk is not None:
         rows = kinds == TEXT_JUNK
-        text[rows] = junk.captions[rng.integers(0, len(junk.captions), rows.sum())]
+        text[rows] = junk.captions[plan.junk_caption[rows]]
         image[kinds == IMAGE_BLANKED] = junk.blank_image
     rows = kinds == IMAGE_SWAPPED
     image[rows] = units.image[donors[rows]]
     image_mask[rows] = units.image_mask[donors[rows]]
-    return Units(image, text, image_mask, text_mask), kinds
+    return Units(image, text, image_mask, text_mask)
 
 
 def _donors(n: int, rng: np.random.Generator) -> np.ndarray:

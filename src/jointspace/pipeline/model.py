@@ -114,13 +114,27 @@ class GatedEncoder(nn.Module):
     ) -> EncoderOutput:
         """Encode units. Masks are booleans per row (False = modality missing; its feature row
         is ignored); by default both modalities are present."""
-        n = len(image)
-        ones = torch.ones(n, dtype=torch.bool, device=image.device)
+        n_i, n_t = self.towers(image, text)
+        return self.fuse_units(n_i, n_t, image_mask, text_mask)
+
+    def towers(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both towers' normalised outputs (image first: the order dropout draws in)."""
+        n_i = F.normalize(self.image_tower(self._standard_image(image)), dim=-1)
+        n_t = F.normalize(self.text_tower(self._standard_text(text)), dim=-1)
+        return n_i, n_t
+
+    def fuse_units(
+        self,
+        n_i: torch.Tensor,
+        n_t: torch.Tensor,
+        image_mask: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> EncoderOutput:
+        """Units from tower outputs (see `towers`); masks as in `forward`."""
+        n = len(n_i)
+        ones = torch.ones(n, dtype=torch.bool, device=n_i.device)
         image_mask = ones if image_mask is None else image_mask
         text_mask = ones if text_mask is None else text_mask
-        x_i, x_t = self._standard_image(image), self._standard_text(text)
-        n_i = F.normalize(self.image_tower(x_i), dim=-1)
-        n_t = F.normalize(self.text_tower(x_t), dim=-1)
         if self.config.fusion == "concat":
             fused = self.fuse(torch.cat([n_i, n_t], dim=-1))
             z = torch.full_like(n_i, 0.5)

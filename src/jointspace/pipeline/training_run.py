@@ -17,7 +17,7 @@ from .backbone import Backbone
 from .checkpoint import save_model
 from .compute import Compute
 from .corruption import junk_features
-from .dataset import FeatureSet, build_feature_set
+from .dataset import FeatureSet, SourceNames, build_feature_set
 from .features import FeatureCache
 from .model import EncoderConfig
 from .seen import SeenDigest
@@ -41,6 +41,27 @@ def seen_digest(parts: dict[str, FeatureSet]) -> dict[str, Any]:
     return SeenDigest.of(item.split_key for item in items).to_dict()
 
 
+def split_counts(
+    parts: dict[str, FeatureSet], skipped: list[Skipped], names: list[str], source_of: Callable
+) -> dict[str, dict[str, int]]:
+    """Per source (in the order given, then any other): its train/val/test items and skipped
+    records."""
+    counts: dict[str, dict[str, int]] = {}
+
+    def entry(name: str) -> dict[str, int]:
+        return counts.setdefault(name, {**dict.fromkeys(SPLITS, 0), "skipped": 0})
+
+    for name in names:
+        entry(name)
+    for split, part in parts.items():
+        for name, rows in part.source_rows().items():
+            if len(part):
+                entry(name)[split] += len(rows)
+    for record in skipped:
+        entry(source_of(record))["skipped"] += 1
+    return counts
+
+
 def load_features(
     records: Iterable[Item | Skipped],
     home: Path,
@@ -48,7 +69,8 @@ def load_features(
     workers: int = 1,
     on_items: Callable[[int], None] | None = None,
 ) -> tuple[FeatureSet, list[Skipped]]:
-    """A corpus's features through the cache under `home`."""
+    """A corpus's features through the cache under `home` (`records` a `SourceNames`: each
+    row knows its source)."""
     cache = FeatureCache.for_backbone(home, backbone.features_key)
     try:
         features, skipped = build_feature_set(
@@ -57,6 +79,10 @@ def load_features(
     finally:
         cache.close()
     return features, skipped
+
+
+def _reader_source(record: Item | Skipped) -> str:
+    return record.source
 
 
 def train_model(
@@ -73,7 +99,11 @@ def train_model(
 ) -> dict[str, Any]:
     """Train on the training split (the validation split picks the epoch; the test split is
     never touched), save the checkpoint to `out`, and return a summary. `compute`: where and
-    at what precision the backbone runs (default: this machine's best)."""
+    at what precision the backbone runs (default: this machine's best).
+
+    With several sources (`records` a `SourceNames`), each item's split is its own (by
+    content), batches draw across sources by `config.sampling`, the epoch is picked by the
+    mean over sources of each one's validation score, and the summary counts per source."""
     started = time.perf_counter()
     backbone = Backbone(backbone_spec, compute)
     features, skipped = load_features(records, home, backbone, workers, on_items)
@@ -88,13 +118,20 @@ def train_model(
     )
     junk = junk_features(backbone, "train")
     result = train_encoder(parts["train"], parts["val"], encoder_config, config, on_epoch, junk)
-    data = {name: len(part) for name, part in parts.items()}
+    data: dict[str, Any] = {name: len(part) for name, part in parts.items()}
     data.update(skipped=len(skipped), sources=sorted({i.source for i in features.items}))
+    if isinstance(records, SourceNames):
+        names, source_of = records.names, records.name_of
+    else:  # one source, named as the features name it
+        names = features.sources[:1]
+        source_of = (lambda _: names[0]) if names else _reader_source
+    data["per_source"] = split_counts(parts, skipped, names, source_of)
     training = {
         "config": config.to_dict(),
         "data": data,
         "best_epoch": result.best_epoch,
         "val_metrics": result.val_metrics,
+        "val_per_source": result.val_per_source,
         "history": [asdict(r) for r in result.history],
         "seen": seen_digest(parts),
     }
@@ -113,6 +150,7 @@ def train_model(
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "val_metrics": result.val_metrics,
+        "val_per_source": result.val_per_source,
         "device": backbone.compute.device,
         "precision": backbone.compute.precision,
         "seconds": time.perf_counter() - started,
