@@ -466,8 +466,9 @@ def test_compare_on_two_sources_through_the_cli(corpora, two_source_run, tmp_pat
     assert result.exit_code == 0, result.stderr
     document = json_stdout(result)
     assert list(document["per_source"]) == [fruit, tools]
-    assert document["split_sizes_per_source"][tools]["test"] == (
-        two_source_run["train"]["data"]["per_source"][tools]["test"]
+    assert (
+        document["split_sizes_per_source"][tools]["test"]
+        == (two_source_run["train"]["data"]["per_source"][tools]["test"])
     )
     gated = document["per_source"][fruit]["variants"]["gated"]["tasks"]
     assert set(gated) == set(TASKS)
