@@ -16,15 +16,18 @@ vectors per unit, held-out top-10 queries, 2 shared cores, Qdrant Edge 0.9):
     10k       0.9 ms      0.4 ms (0.999)           2 s          2 s, 0.2 ms (0.99)
     100k      8.8 ms      0.5 ms (1.000)         153 s         50 s, 0.3 ms (0.96, 1x rescore)
     300k     31.5 ms      0.6 ms (1.000)         659 s        314 s, 0.3 ms (1.000)
+    1M       78.1 ms      0.9 ms (1.000)        3752 s        (not measured)
 
-(300k ran at a load of 5-7 on the 2 cores: its build and upsert times are inflated ~2x.)
-Exact search costs ~0.1 ms per 1,000 units and grows linearly; the graph stays at ~0.5 ms. A
-build costs ~1.5-2 ms per unit (int8 ~0.5-1 ms: its graph is built on the int8 copies), small
-against ingest itself (~40 ms per unit: ~24 images/s). Below 50,000 units an exact search
+(300k ran at a load of 5-7 on the 2 cores, 1M at 3-4.5: their build and upsert times are
+inflated up to ~2x.)
+Exact search costs ~0.08-0.1 ms per 1,000 units and grows linearly; the graph stays at
+0.4-0.9 ms. A build costs ~1.5 ms per unit at 100k, ~2 at 300k, ~3.7 at 1M (n log n, and
+load; int8 about half: its graph is built on the int8 copies), small against ingest itself
+(~40 ms per unit: ~24 images/s). Below 50,000 units an exact search
 takes under ~5 ms, less than embedding the query, and is exact; there the index would only
 add build time, reopen time and approximation (filtered searches lose most: see
 FILTERED_HNSW_EF). Above it, exact search grows past what an interactive query should cost
-(30 ms at 300k, ~100 ms at 1M) while the graph stays flat. Hence INDEX_THRESHOLD = 50,000.
+(30 ms at 300k, 80-120 ms at 1M) while the graph stays under 1 ms. Hence INDEX_THRESHOLD = 50,000.
 """
 
 from __future__ import annotations
