@@ -1,4 +1,9 @@
-"""Training the gated encoder on cached features: joint tasks, corruption, early stopping."""
+"""Training the gated encoder on cached features: joint tasks, corruption, early stopping.
+
+Several sources train one model: batches draw across them (`TrainConfig.sampling`), a batch
+keeps one item per content key (so no item is its own in-batch negative), and the epoch is
+picked by the mean over sources of each one's validation rsum, each source's validation
+items ranked among themselves."""
 
 from __future__ import annotations
 
@@ -63,6 +68,9 @@ class TrainConfig:
 
 @dataclass
 class EpochRecord:
+    """One epoch: mean training loss, validation score (rsum; with several sources the mean
+    of each source's) and wall seconds."""
+
     epoch: int
     loss: float
     val_rsum: float
