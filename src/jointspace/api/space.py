@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import fields
@@ -173,28 +174,20 @@ class Space:
         run = {k: v for k, v in options.items() if k not in _SOURCE_OPTIONS}
         ingest_options = IngestOptions(source=source, **run)
         paths = [sources] if isinstance(sources, (str, Path)) else list(sources)
+        run_ingest = functools.partial(
+            ingest_sources,
+            home=self.home,
+            sources=paths,
+            collection=collection,
+            model=model,
+            options=ingest_options,
+            on_progress=on_progress,
+            compute=self.compute,
+        )
         if self.url and (shards or replicas):
             with self._open_store(shards=shards, replicas=replicas) as store:
-                return ingest_sources(
-                    store,
-                    self.home,
-                    paths,
-                    collection,
-                    model,
-                    ingest_options,
-                    on_progress,
-                    self.compute,
-                )
-        return ingest_sources(
-            self.store,
-            self.home,
-            paths,
-            collection,
-            model,
-            ingest_options,
-            on_progress,
-            self.compute,
-        )
+                return run_ingest(store)
+        return run_ingest(self.store)
 
     # -- sharing with a server -----------------------------------------------------------------
 
