@@ -159,20 +159,21 @@ def test_a_title_in_another_language_is_kept_as_written(tmp_path: Path) -> None:
 
 
 def test_the_creator_is_the_agent_not_the_clip_title(tmp_path: Path) -> None:
-    _write(tmp_path / "agent.svg", _svg("Owl", creator="Nicu Buculei"))
-    _write(tmp_path / "plain.svg", _svg("Cat", creator="Jane Doe", creator_plain=True))
-    _write(tmp_path / "nobody.svg", _svg("Dog", license=None))
+    _write(tmp_path / "owl.svg", _svg("Owl", creator="Nicu Buculei"))
+    _write(tmp_path / "cat.svg", _svg("Cat", creator="Jane Doe", creator_plain=True))
+    _write(tmp_path / "dog.svg", _svg("Dog", license=None))
+    # files named after their titles: not marked split_by (test_split_shared_captions)
     items = _items(tmp_path)
-    assert items["agent.svg"].text == "Owl"  # not the publisher's "Open Clip Art Library"
-    assert items["agent.svg"].extra == {
-        "name": "agent",
+    assert items["owl.svg"].text == "Owl"  # not the publisher's "Open Clip Art Library"
+    assert items["owl.svg"].extra == {
+        "name": "owl",
         "creator": "Nicu Buculei",
         "license": PUBLIC_DOMAIN,
         "caption_kinds": ["english-title", "empty-description"],
     }
-    assert items["plain.svg"].extra["creator"] == "Jane Doe"
-    nobody = items["nobody.svg"].extra  # no empty payload fields
-    assert nobody == {"name": "nobody", "caption_kinds": ["english-title", "empty-description"]}
+    assert items["cat.svg"].extra["creator"] == "Jane Doe"
+    nobody = items["dog.svg"].extra  # no empty payload fields
+    assert nobody == {"name": "dog", "caption_kinds": ["english-title", "empty-description"]}
 
 
 def test_labels_are_the_folder_path_then_the_keywords(tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ item: key `animals/birds/penguin.png`, text "A penguin.", labels ("animals", "an
 
 An SVG without a caption file takes its caption from its own metadata (the Open Clip Art layout,
 see svgmeta.py): by `caption`, its title alone, with its description, or with its keywords; its
-keywords join its labels, its creator and licence its payload.
+keywords join its labels, its creator and licence its payload. When its title is boilerplate
+(svgmeta.boilerplate_title) it is marked `split_by: image`: its split is drawn from its image
+bytes, not its caption (split.py).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from pathlib import Path
 
 from jointspace.corpus.caption_kinds import caption_kinds
 from jointspace.corpus.item import MAX_CAPTION_BYTES, Item, Skipped, cut_caption, limit_caption
+from jointspace.corpus.split import BY_IMAGE, SPLIT_BY
 from jointspace.corpus.svgmeta import (
     DEFAULT_CAPTION,
     SvgMeta,
+    boilerplate_title,
     check_caption_mode,
     keyword_labels,
     read_svg_meta,
@@ -109,7 +113,10 @@ def _read_directory(
             meta = read_svg_meta(directory / name)
             text, truncated = limit_caption(svg_caption(meta, stem, caption))
             item_labels += tuple(k for k in keyword_labels(meta) if k not in labels)
-            extra |= _svg_payload(meta) | {"caption_kinds": caption_kinds(meta)}
+            kinds = caption_kinds(meta)
+            extra |= _svg_payload(meta) | {"caption_kinds": kinds}
+            if boilerplate_title(meta, stem, kinds):
+                extra[SPLIT_BY] = BY_IMAGE
         yield Item(
             source=source,
             key=key,

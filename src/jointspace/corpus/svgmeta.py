@@ -12,6 +12,11 @@ Inkscape and the Open Clip Art Library write RDF into `<metadata>` near the star
 Only the first META_READ_BYTES of a file are read (the drawing that follows may be megabytes),
 with a parser that refuses entity declarations and never fetches anything (defusedxml). A file
 without usable metadata in that prefix gets a caption from its file name's words.
+
+A title that says nothing about which drawing a file is (`boilerplate_title`: the creator's
+name, a file-like string, none at all, or a series or collection title that shares no word with
+the file's name) must not decide the item's split: such items are split by their image bytes
+(see split.py).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import html
 import io
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -39,6 +45,9 @@ _WHITESPACE = re.compile(r"\s+")
 _PUNCTUATION = " .,;:!?"
 _C1 = re.compile("[\x80-\x9f]")
 _STEM_SEPARATORS = re.compile(r"[_\-.+]+")
+_NAME_WORD = re.compile(r"[^\W\d_]{3,}")  # letters only, three or more: not "of", "a", "01"
+# Caption kinds (caption_kinds.py) of a title that does not say what the drawing is.
+BOILERPLATE_TITLE_KINDS = frozenset({"name-title", "file-title", "no-title"})
 
 
 @dataclass(frozen=True)
@@ -209,6 +218,29 @@ def _clean(text: str | None, limit: int = MAX_FIELD_CHARS, unescape: bool = True
 def stem_words(stem: str) -> str:
     """A file name's words: `metal_cage_kurt_nordstro_01` -> "metal cage kurt nordstro 01"."""
     return _WHITESPACE.sub(" ", _STEM_SEPARATORS.sub(" ", stem)).strip() or stem
+
+
+def boilerplate_title(meta: SvgMeta | None, stem: str, kinds: Iterable[str]) -> bool:
+    """Whether an SVG's title says nothing about which drawing the file is, so that its caption
+    must not decide the split (split.py keys such an item by its image bytes instead).
+
+    True when its caption `kinds` (caption_kinds.py) say the title is the creator's name or
+    "Clipart by NAME", a file-like string, or missing (the caption fell back to the file name);
+    or when the title shares no word of three letters or more with the file's name (`stem`):
+    a series, collection or tool title that was put on many files, such as "gramastar" on
+    1,375 different stars (`star_05pt02step.svg`, ...) or "Part of the Flat Icon Collection
+    (...)" on hundreds of icons in Open Clip Art, where the file name is the drawing's own.
+    Keywords are not looked at: such series share their keywords too. A file's own title
+    unrelated to its name (`agent.svg`, "Owl") is taken for boilerplate as well, which costs
+    little: a caption no other item has is a group of one either way, and a real title on
+    files named otherwise ("card" on the 54 `bordered_*.svg` of one deck) is most often a
+    series too.
+    """
+    if BOILERPLATE_TITLE_KINDS.intersection(kinds):
+        return True
+    title = (meta.title if meta else None) or ""
+    title_words = set(_NAME_WORD.findall(title.casefold()))
+    return bool(title_words) and title_words.isdisjoint(_NAME_WORD.findall(stem.casefold()))
 
 
 def check_caption_mode(mode: str) -> None:
