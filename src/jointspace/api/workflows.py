@@ -57,6 +57,7 @@ def train(
     dim: int = 512,
     seed: int = 0,
     sampling: str = DEFAULT_SAMPLING,
+    bridge: str = "auto",
     workers: int = 1,
     device: str | None = None,
     precision: str | None = None,
@@ -71,16 +72,20 @@ def train(
     Several sources train one model: each source keeps its own held-out split, batches draw
     across sources by `sampling` (SAMPLINGS), the epoch is picked by the mean over sources
     of their validation scores, and the report's `data["per_source"]` and `val_per_source`
-    count and score each source."""
+    count and score each source. `bridge` (auto|imagenet|none): images also carry the
+    backbone's ImageNet bridge (pipeline/bridge.py; auto: where the backbone has one)."""
     _check_choice("loss", loss, LOSSES)
     _check_choice("fusion", fusion, FUSIONS)
     _check_choice("sampling", sampling, SAMPLINGS)
     _check_positive(epochs=epochs, dim=dim)
     if not 0 <= corrupt <= 1:
         raise JointspaceError(f"--corrupt must be between 0 and 1 (got {corrupt}).")
+    from ..pipeline.bridge import resolve_bridge
     from ..pipeline.model import EncoderConfig
     from ..pipeline.train import TrainConfig
     from ..pipeline.training_run import train_model
+
+    bridge = resolve_bridge(bridge, backbone)
 
     paths = _source_list(sources)
     records = _read(paths, source_options)
@@ -95,7 +100,7 @@ def train(
         Path(out),
         resolve_home(home),
         backbone,
-        EncoderConfig(1, 1, dim=dim, fusion=fusion),
+        EncoderConfig(1, 1, dim=dim, fusion=fusion, bridge=bridge),
         TrainConfig(
             epochs=epochs,
             loss=loss,
@@ -160,6 +165,7 @@ def compare(
     corrupt_units: Sequence[float] = (0.0,),
     epochs: int = 60,
     sampling: str = DEFAULT_SAMPLING,
+    bridge: str = "auto",
     out: str | Path | None = None,
     command: str | None = None,
     workers: int = 1,
@@ -172,7 +178,7 @@ def compare(
     features, splits and seeds, and evaluate each on the test split at every corruption level;
     with `out`, also write report.md, report.json and charts there. With several sources,
     every variant trains on all of them and is evaluated per source (`per_source`) and over
-    all (`variants`)."""
+    all (`variants`). `bridge` as in `train`, for every variant."""
     _check_positive(seeds=seeds, epochs=epochs)
     _check_choice("sampling", sampling, SAMPLINGS)
     levels = tuple(corrupt_units) or (0.0,)
@@ -180,7 +186,10 @@ def compare(
         raise JointspaceError("--corrupt-units must be between 0 and 1.")
     from ..evaluation.compare import compare_on_corpus
     from ..evaluation.report import comparison_document, write_report
+    from ..pipeline.bridge import resolve_bridge
     from ..pipeline.train import TrainConfig
+
+    bridge = resolve_bridge(bridge, backbone)
 
     paths = _source_list(sources)
     steps = StageCounter("variants", None, None)
@@ -201,6 +210,7 @@ def compare(
         on_items=StageCounter("features", count_hint(paths), on_progress),
         on_step=on_step,
         compute=Compute.resolve(device, precision),
+        bridge=bridge,
     )
     if command:
         context["command"] = command

@@ -36,7 +36,7 @@ from .common import (
     source_options,
     stdout,
 )
-from .train import Sampling, SamplingOpt
+from .train import Bridge, BridgeOpt, Sampling, SamplingOpt
 
 CompareOpt = Annotated[
     bool,
@@ -76,6 +76,7 @@ def evaluate(
     backbone: Annotated[str, typer.Option(help="Backbone for --compare.")] = "offline",
     epochs: Annotated[int, typer.Option(min=1, help="Most epochs per variant (--compare).")] = 60,
     sampling: SamplingOpt = DEFAULT_SAMPLING,
+    bridge: BridgeOpt = "auto",
     out: OutOpt = None,
     split: Annotated[str, typer.Option(help="Split to evaluate on (held out: test).")] = "test",
     allow_overlap: Annotated[
@@ -115,6 +116,7 @@ def evaluate(
                 corrupt_units=levels,
                 epochs=epochs,
                 sampling=Sampling(sampling).value,
+                bridge=Bridge(bridge).value,
                 out=out,
                 command="jointspace " + " ".join(sys.argv[1:]),
                 workers=workers,

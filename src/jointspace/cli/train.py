@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 import jointspace as js
-from jointspace.pipeline.names import DEFAULT_SAMPLING
+from jointspace.pipeline.names import BRIDGES, DEFAULT_SAMPLING
 
 from .common import (
     CaptionOpt,
@@ -46,6 +46,15 @@ SamplingOpt = Annotated[
         "root, or equally (balanced)."
     ),
 ]
+Bridge = Enum("Bridge", {name: name for name in BRIDGES}, type=str)
+BridgeOpt = Annotated[
+    Bridge,
+    typer.Option(
+        help="Images also carry the backbone's ImageNet classifier's view of them, in the text "
+        "tower's words (an aligned bridge between image and text); auto: with the offline "
+        "backbone."
+    ),
+]
 BackboneOpt = Annotated[
     str,
     typer.Option(
@@ -80,6 +89,7 @@ def train(
     dim: Annotated[int, typer.Option(min=1, help="Embedding dimension.")] = 512,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     sampling: SamplingOpt = DEFAULT_SAMPLING,
+    bridge: BridgeOpt = "auto",
     images_dir: ImagesDirOpt = None,
     captions: CaptionsOpt = None,
     caption: CaptionOpt = None,
@@ -114,6 +124,7 @@ def train(
             dim=dim,
             seed=seed,
             sampling=Sampling(sampling).value,
+            bridge=Bridge(bridge).value,
             workers=workers,
             source_options=reader,
             on_progress=progress,

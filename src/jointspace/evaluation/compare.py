@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from ..corpus.item import Item, Skipped
 from ..pipeline.backbone import Backbone
+from ..pipeline.bridge import BridgeWeights, imagenet_bridge
 from ..pipeline.compute import Compute
 from ..pipeline.corruption import KIND_NAMES, Junk, junk_features
 from ..pipeline.dataset import FeatureSet
@@ -120,10 +121,12 @@ def run_comparison(
     dim: int = 512,
     variants: tuple[Variant, ...] = VARIANTS,
     on_step: Callable[[str], None] | None = None,
+    bridge: BridgeWeights | None = None,
 ) -> ComparisonRuns:
     """Train every variant for every seed on `parts["train"]` (validation: `parts["val"]`) and
     evaluate each at every corruption level on `data`, each source's queries against its own
-    source's gallery (corrupted within it)."""
+    source's gallery (corrupted within it). `bridge`: every trained variant's images carry the
+    backbone's ImageNet bridge."""
     train_config = train_config or TrainConfig()
     runs = ComparisonRuns(seeds, list(corrupt_levels))
     image_dim, text_dim = parts["train"].image.shape[1], parts["train"].text.shape[1]
@@ -155,13 +158,20 @@ def run_comparison(
             else:
                 model = trained.get((variant.fusion, variant.loss))
                 if model is None:
-                    config = EncoderConfig(image_dim, text_dim, dim=dim, fusion=variant.fusion)
+                    config = EncoderConfig(
+                        image_dim,
+                        text_dim,
+                        dim=dim,
+                        fusion=variant.fusion,
+                        bridge="none" if bridge is None else "imagenet",
+                    )
                     result = train_encoder(
                         parts["train"],
                         parts["val"],
                         config,
                         replace(train_config, loss=variant.loss, seed=seed),
                         junk=train_junk,
+                        bridge=bridge,
                     )
                     model = trained[(variant.fusion, variant.loss)] = result.model
                     if seed == 0:
@@ -230,6 +240,7 @@ def compare_on_corpus(
     on_items: Callable[[int], None] | None = None,
     on_step: Callable[[str], None] | None = None,
     compute: Compute | None = None,
+    bridge: str = "none",
 ) -> tuple[ComparisonRuns, dict[str, Any]]:
     """Every variant on a corpus's cached features: trained on its train split (val for early
     stopping and weight tuning), evaluated on its test split. Returns the runs and a context
@@ -245,6 +256,7 @@ def compare_on_corpus(
         corrupt_levels=corrupt_levels,
         train_config=train_config,
         on_step=on_step,
+        bridge=imagenet_bridge(backbone) if bridge == "imagenet" else None,
     )
     per_source: dict[str, dict[str, int]] = {}
     for split, part in parts.items():
@@ -255,6 +267,7 @@ def compare_on_corpus(
         "sources": sorted({item.source for part in parts.values() for item in part.items}),
         "backbone": backbone_spec,
         "precision": backbone.compute.precision,
+        "bridge": bridge,
         "split_sizes": {name: len(part) for name, part in parts.items()},
         "split_sizes_per_source": per_source,
         "protocol": protocol_notes(data, max(corrupt_levels)),

@@ -7,3 +7,5 @@ FUSIONS = ("gated", "fixed", "concat")
 # training items, to the square root of it, or equally.
 SAMPLINGS = ("proportional", "sqrt", "balanced")
 DEFAULT_SAMPLING = "proportional"
+# Whether images also carry the backbone's ImageNet bridge (pipeline/bridge.py).
+BRIDGES = ("auto", "imagenet", "none")

@@ -12,13 +12,14 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from ..metrics import identity_relevance, retrieval_metrics
+from .bridge import BridgeWeights
 from .corruption import (
     IMAGE_BLANKED,
     IMAGE_SWAPPED,
@@ -160,17 +161,23 @@ def train_encoder(
     config: TrainConfig = TrainConfig(),
     on_epoch: Callable[[EpochRecord], None] | None = None,
     junk: Junk | None = None,
+    bridge: BridgeWeights | None = None,
 ) -> TrainResult:
     """Train on `train`, select the epoch with the best validation score (the mean over
     `val`'s sources of each one's rsum), stop after `patience` epochs without improvement.
     `junk` (features of a blank placeholder image and of junk captions) is what corruption
-    puts into units; without it only swaps are used."""
+    puts into units; without it only swaps are used. `bridge`: the backbone's ImageNet bridge,
+    needed when `encoder_config.bridge` is "imagenet"."""
     if config.loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, not {config.loss!r}")
     if config.sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, not {config.sampling!r}")
+    if encoder_config.bridge == "imagenet":
+        if bridge is None:
+            raise ValueError("an encoder with the imagenet bridge needs its BridgeWeights")
+        encoder_config = replace(encoder_config, bridge_classes=len(bridge.bias))
     with _one_thread():
-        return _train(train, val, encoder_config, config, on_epoch, junk)
+        return _train(train, val, encoder_config, config, on_epoch, junk, bridge)
 
 
 @contextmanager
@@ -238,6 +245,7 @@ def _train(
     config: TrainConfig,
     on_epoch: Callable[[EpochRecord], None] | None,
     junk: Junk | None,
+    bridge: BridgeWeights | None,
 ) -> TrainResult:
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -247,6 +255,8 @@ def _train(
     query = torch.from_numpy(train.query)
     image_mask, text_mask = torch.from_numpy(train.image_mask), torch.from_numpy(train.text_mask)
     model.set_feature_stats(image[image_mask], text[text_mask])
+    if model.bridge is not None and bridge is not None:
+        model.bridge.load(bridge)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )

@@ -14,6 +14,7 @@ from ..corpus.item import Item, Skipped
 from ..corpus.split import SPLITS, split_of
 from ..errors import JointspaceError
 from .backbone import Backbone
+from .bridge import imagenet_bridge
 from .checkpoint import save_model
 from .compute import Compute
 from .corruption import junk_features
@@ -117,7 +118,10 @@ def train_model(
         encoder_config, image_dim=backbone.image_dim, text_dim=backbone.text_dim
     )
     junk = junk_features(backbone, "train")
-    result = train_encoder(parts["train"], parts["val"], encoder_config, config, on_epoch, junk)
+    bridge = imagenet_bridge(backbone) if encoder_config.bridge == "imagenet" else None
+    result = train_encoder(
+        parts["train"], parts["val"], encoder_config, config, on_epoch, junk, bridge
+    )
     data: dict[str, Any] = {name: len(part) for name, part in parts.items()}
     data.update(skipped=len(skipped), sources=sorted({i.source for i in features.items}))
     if isinstance(records, SourceNames):
