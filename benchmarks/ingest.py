@@ -9,7 +9,9 @@ does (that first run, which loads open_clip and exports, is timed apart):
 - default: `--precision auto` (bf16 where the CPU has it natively; what a user gets);
 - fp32: `--precision fp32`, the reference path.
 
-The ceiling of each path's engine (the exported towers ingest loads, at that precision), in this
+The ceiling of each path's engine (the exported towers ingest loads, at that precision, with the
+allocator setting ingest makes: `keep_freed_memory`; without it the towers page-fault their
+activations in again every batch and the "ceiling" came out 1.3-2.5x too low), in this
 process over preloaded inputs: the image tower over already-preprocessed tensors (batches of
 32), the text tower over the same captions (batches of 32), and the image+text ceiling
 1 / (1/image ips + 1/text ips): one item = one image + one caption, with no decoding, no I/O,
@@ -60,6 +62,7 @@ from _common import (
 from jointspace.corpus.images import decode_image, read_image_bytes
 from jointspace.corpus.item import Item
 from jointspace.pipeline.compute import Compute
+from jointspace.pipeline.features import keep_freed_memory
 from jointspace.pipeline.loaded import LoadedModel
 
 BATCH = 32
@@ -199,6 +202,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     args = parser.parse_args()
 
+    keep_freed_memory()  # as ingest does: the ceilings are those of the engine ingest runs
     work = workdir("ingest", args.workdir)
     before = machine()
     print_machine("start", before)

@@ -167,6 +167,17 @@ def test_plain_text_skips_ftfy_and_cleans_the_same() -> None:
     assert [_clean_whitespace(t) for t in texts] == [reference(t) for t in texts]
 
 
+def test_cleaning_text_never_loads_open_clips_tokenizer() -> None:
+    """Its import builds CLIP's BPE vocabulary (0.2-1 s of CPU): not for a MiniLM caption."""
+    code = (
+        "import sys; from jointspace.pipeline.towers import _clean_whitespace, _TOKENIZER_MODULE; "
+        "print(_clean_whitespace('Un caf\\u00e9 &amp; a \\u201cpenguin\\u201d'), "
+        "_TOKENIZER_MODULE in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == 'Un caf\u00e9 & a "penguin" False'  # as ftfy uncurls them
+
+
 # -- a tiny collection and its exported towers ------------------------------------------------
 
 
