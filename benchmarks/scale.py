@@ -28,7 +28,17 @@ search (labels = the commonest base label) exact vs HNSW, points upserted after 
 (upsert, build, p50/p95, recall against the float collection's exact answers). At 1M the
 float collection is dropped before the int8 one is made (--keep keeps both: twice the disk).
 
+The ground truth is also computed without the store: the exact top-10 by brute force in numpy
+over the same generated unit vectors (queries @ units.T, 50k units at a time, a running top-10;
+~30 s at 1M), and checked against the float collection's exact=True (printed, and in the
+JSON: recall@10 plain and allowing ties). It gives the stored units' nearest-neighbour cosines,
+and with --no-float (the float collection, over an hour at 1M, skipped: its keys are absent
+from the JSON) the truth for the int8 collection's recall; exact=True is then timed on the int8
+collection (int8_exact_p50_ms).
+
     .venv/bin/python benchmarks/scale.py --units 300000 \\
+        --base-home /tmp/scale11/realhome --base-name stamps
+    .venv/bin/python benchmarks/scale.py --units 1000000 --no-float \\
         --base-home /tmp/scale11/realhome --base-name stamps
 
 Human tables go to stdout; the LAST line is one JSON object.
@@ -433,6 +443,254 @@ def reopen(home: Path, name: str) -> tuple[EdgeStore, float]:
     return store, time.perf_counter() - started
 
 
+# --- ground truth in numpy ---------------------------------------------------------------------
+
+
+def brute_force(
+    base: dict[str, np.ndarray],
+    units: int,
+    noise: float,
+    seed: int,
+    queries: np.ndarray,
+    block: int = 5 * CHUNK,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The exact top-K (unit numbers, cosines; best first) of each query among units 0..units-1,
+    without the store: their unit vectors generated again CHUNK at a time as `batches` gave
+    them, scored `block` units at a time (queries @ units.T, float32), a running top-K kept."""
+    k = min(K, units)
+    best_i = np.zeros((len(queries), k), np.int64)
+    best_s = np.full((len(queries), k), -np.inf, np.float32)
+    for start in range(0, units, block):
+        stop = min(units, start + block)
+        chunks = range(start // CHUNK, (stop + CHUNK - 1) // CHUNK)
+        vectors = np.concatenate(
+            [chunk_vectors(base, c, noise, seed, names=("unit",))[0]["unit"] for c in chunks]
+        )[: stop - start]
+        scores = np.concatenate([best_s, queries @ vectors.T], axis=1)
+        numbers = np.concatenate(
+            [best_i, np.broadcast_to(np.arange(start, stop), (len(queries), stop - start))], axis=1
+        )
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        best_i = np.take_along_axis(numbers, top, axis=1)
+        best_s = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    return np.take_along_axis(best_i, order, axis=1), np.take_along_axis(best_s, order, axis=1)
+
+
+def recall_allowing_ties(
+    found: list[list[str]],
+    found_scores: list[list[float]],
+    truth: list[list[str]],
+    truth_scores: np.ndarray,
+    tol: float = 1e-4,
+) -> float:
+    """recall@K, a found hit outside the truth counting too when its score ties (within `tol`)
+    the truth's K-th: which of two equal scores makes the top K is arbitrary."""
+    per_query = []
+    for ids, scores, want, want_scores in zip(
+        found, found_scores, truth, truth_scores, strict=True
+    ):
+        kth = float(want_scores[-1])
+        hits = sum(i in set(want) or s >= kth - tol for i, s in zip(ids, scores, strict=True))
+        per_query.append(min(hits, len(want)) / max(1, len(want)))
+    return statistics.fmean(per_query)
+
+
+# --- the two collections -----------------------------------------------------------------------
+
+
+def measure_float(
+    args: argparse.Namespace,
+    home: Path,
+    base: dict[str, np.ndarray],
+    payloads: list[dict],
+    queries: np.ndarray,
+    where: dict[str, str] | None,
+    efs: list[int],
+    truth: tuple[list[list[str]], np.ndarray],
+) -> tuple[dict[str, Any], list[list[str]]]:
+    """The float collection: upsert, exact, build, HNSW, the hnsw_ef sweep, a filtered search,
+    upserts after the build; (its JSON keys, the store's exact=True ids: the int8 truth).
+    The numpy truth is checked against exact=True on the way."""
+    name = "scale"
+    store = EdgeStore(home)
+    filled = fill(store, name, args, base, payloads, None)
+    rss_after_upsert = rss_mb()
+    size_mb = disk_mb(home / "collections" / name)
+    unindexed = shard_state(store, name)
+    store.close()
+    store, reopen_s = reopen(home, name)
+
+    exact_ms, exact_ids, exact_scores = timed_searches(store, name, queries, exact=True)
+    brute_recall = recall(truth[0], exact_ids)
+    brute_recall_ties = recall_allowing_ties(exact_ids, exact_scores, *truth)
+    progress(
+        f"upserted in {filled['upsert_s']:.0f} s, {size_mb:.0f} MB, reopened in {reopen_s:.2f} s;"
+        f" exact p50 {pct(exact_ms, 50):.2f} ms; numpy brute force vs exact=True: recall@10 "
+        f"{brute_recall:.4f}, {brute_recall_ties:.4f} allowing ties"
+    )
+    if brute_recall_ties < 1.0:
+        print("warning: the numpy ground truth disagrees with the store's exact=True", flush=True)
+    default_ms, _, _ = timed_searches(store, name, queries)  # unindexed: exact too
+    filter_exact_ms, filter_exact_ids, _ = timed_searches(
+        store, name, queries, where=where, exact=True
+    )
+
+    started = time.perf_counter()
+    with disk_peak(home / "collections" / name) as build_disk:
+        store.build_index(name)
+    build_s = time.perf_counter() - started
+    progress(f"build_index {build_s:.0f} s")
+    rss_after_build = rss_mb()
+    indexed_size_mb = disk_mb(home / "collections" / name)
+    indexed_state = shard_state(store, name)
+    store.close()
+    store, reopen_indexed_s = reopen(home, name)
+    assert store.info(name).indexed
+
+    runs = interleaved(store, name, queries, search_configs(efs))
+    hnsw_ms, hnsw_ids = runs["hnsw"]
+    hnsw_recall = recall(hnsw_ids, exact_ids)
+    exact_after_ms, exact_after_ids = runs["exact"]
+    progress(
+        f"hnsw p50 {pct(hnsw_ms, 50):.3f} ms, recall@10 {hnsw_recall:.4f}; exact=True p50 "
+        f"{pct(exact_after_ms, 50):.2f} ms"
+    )
+    filter_hnsw_ms, filter_hnsw_ids, _ = timed_searches(store, name, queries, where=where)
+
+    # points upserted after the build: in an unindexed segment, found at once
+    extra = 1000
+    started = time.perf_counter()
+    for batch in batches(
+        base, payloads, args.units, args.units + extra, args.noise, args.seed, args.batch
+    ):
+        store.upsert(name, batch)
+    extra_upsert_s = time.perf_counter() - started
+    found = 0
+    probe = list(range(args.units, args.units + extra, extra // 50))
+    for i, vec in unit_vectors(base, probe, args.noise, args.seed).items():
+        hits = store.search(name, "unit", vec, 1)
+        found += bool(hits) and hits[0].id == point_id(i)
+    after_ms, _, _ = timed_searches(store, name, queries)
+    after_state = shard_state(store, name)
+    store.close()
+    if not args.keep:
+        with EdgeStore(home) as dropper:
+            dropper.drop_collection(name)
+
+    exact_p50, hnsw_p50 = pct(exact_ms, 50), pct(hnsw_ms, 50)
+    return {
+        "upsert_s": round(filled["upsert_s"], 1),
+        "upsert_units_per_s": round(args.units / filled["upsert_s"]),
+        "rss_after_upsert_mb": round(rss_after_upsert),
+        "rss_after_build_mb": round(rss_after_build),
+        "disk_mb": round(size_mb),
+        "indexed_disk_mb": round(indexed_size_mb),
+        "build_peak_disk_mb": round(build_disk["peak_mb"]),
+        "reopen_s": round(reopen_s, 2),
+        "reopen_indexed_s": round(reopen_indexed_s, 2),
+        "exact_p50_ms": round(exact_p50, 3),
+        "exact_p95_ms": round(pct(exact_ms, 95), 3),
+        "exact_unindexed_default_p50_ms": round(pct(default_ms, 50), 3),
+        "brute_force_recall_vs_exact": round(brute_recall, 4),
+        "brute_force_recall_vs_exact_allowing_ties": round(brute_recall_ties, 4),
+        "hnsw_build_s": round(build_s, 1),
+        "hnsw_p50_ms": round(hnsw_p50, 3),
+        "hnsw_p95_ms": round(pct(hnsw_ms, 95), 3),
+        "recall_at_10": round(hnsw_recall, 4),
+        "hnsw_speedup_vs_exact": round(exact_p50 / hnsw_p50, 1),
+        "exact_indexed_p50_ms": round(pct(exact_after_ms, 50), 3),
+        "exact_after_build_recall_vs_before": round(recall(exact_after_ids, exact_ids), 4),
+        "hnsw_speedup_vs_exact_interleaved": round(pct(exact_after_ms, 50) / hnsw_p50, 1),
+        "done_when_met": hnsw_recall >= 0.95 and hnsw_p50 <= 0.1 * exact_p50,
+        "ef_sweep": sweep_of(runs, efs, exact_ids),
+        "filter_exact_p50_ms": round(pct(filter_exact_ms, 50), 3),
+        "filter_hnsw_p50_ms": round(pct(filter_hnsw_ms, 50), 3),
+        "filter_hnsw_recall_at_10": round(recall(filter_hnsw_ids, filter_exact_ids), 4),
+        "after_build_upserted": extra,
+        "after_build_upsert_s": round(extra_upsert_s, 2),
+        "after_build_found": f"{found}/{len(probe)}",
+        "after_build_hnsw_p50_ms": round(pct(after_ms, 50), 3),
+        "shard_before_build": unindexed,
+        "shard_after_build": indexed_state,
+        "shard_after_upserts": after_state,
+    }, exact_ids
+
+
+def measure_int8(
+    args: argparse.Namespace,
+    home: Path,
+    base: dict[str, np.ndarray],
+    payloads: list[dict],
+    queries: np.ndarray,
+    efs: list[int],
+    truth_ids: list[list[str]],
+) -> dict[str, Any]:
+    """The int8 collection: upsert, build, reopen, HNSW (and the sweep) and exact=True, recall
+    against `truth_ids` (the float collection's exact=True, or the numpy brute force)."""
+    name = "scale-int8"
+    store = EdgeStore(home)
+    filled = fill(store, name, args, base, payloads, "int8")
+    progress(f"int8: upserted in {filled['upsert_s']:.0f} s")
+    started = time.perf_counter()
+    with disk_peak(home / "collections" / name) as build_disk:
+        store.build_index(name)
+    build_s = time.perf_counter() - started
+    size_mb = disk_mb(home / "collections" / name)
+    progress(f"int8: build_index {build_s:.0f} s, {size_mb:.0f} MB")
+    store.close()
+    store, reopen_s = reopen(home, name)
+    info = store.info(name)
+    runs = interleaved(store, name, queries, search_configs(efs))
+    hnsw_ms, hnsw_ids = runs["hnsw"]
+    exact_ms, exact_ids = runs["exact"]
+    progress(
+        f"int8: reopened in {reopen_s:.2f} s; hnsw p50 {pct(hnsw_ms, 50):.3f} ms, recall@10 "
+        f"{recall(hnsw_ids, truth_ids):.4f}; exact=True p50 {pct(exact_ms, 50):.2f} ms"
+    )
+    store.close()
+    if not args.keep:
+        with EdgeStore(home) as dropper:
+            dropper.drop_collection(name)
+    return {
+        "int8_quantize_recorded": info.quantize,
+        "int8_upsert_s": round(filled["upsert_s"], 1),
+        "int8_upsert_units_per_s": round(args.units / filled["upsert_s"]),
+        "int8_build_s": round(build_s, 1),
+        "int8_size_mb": round(size_mb),
+        "int8_build_peak_disk_mb": round(build_disk["peak_mb"]),
+        "int8_reopen_s": round(reopen_s, 2),
+        "int8_p50_ms": round(pct(hnsw_ms, 50), 3),
+        "int8_p95_ms": round(pct(hnsw_ms, 95), 3),
+        "int8_recall_at_10": round(recall(hnsw_ids, truth_ids), 4),
+        "int8_exact_p50_ms": round(pct(exact_ms, 50), 3),
+        "int8_exact_p95_ms": round(pct(exact_ms, 95), 3),
+        "int8_exact_recall_vs_float": round(recall(exact_ids, truth_ids), 4),
+        "int8_sweep": sweep_of(runs, efs, truth_ids),
+    }
+
+
+def search_configs(efs: list[int]) -> dict[str, dict[str, Any]]:
+    """The searches taken in turns after a build: the default, exact=True, each hnsw_ef."""
+    return {"hnsw": {}, "exact": {"exact": True}, **{f"ef{ef}": {"hnsw_ef": ef} for ef in efs}}
+
+
+def sweep_of(
+    runs: dict[str, tuple[list[float], list[list[str]]]], efs: list[int], truth: list[list[str]]
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "hnsw_ef": ef,
+            "p50_ms": round(pct(runs[f"ef{ef}"][0], 50), 3),
+            "recall_at_10": round(recall(runs[f"ef{ef}"][1], truth), 4),
+        }
+        for ef in efs
+    ]
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--units", type=int, default=100_000, help="units in the collection")
@@ -444,9 +702,16 @@ def main() -> None:
     parser.add_argument("--base-name", default="stamps", help="its collection name")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 collection")
+    parser.add_argument(
+        "--no-float",
+        action="store_true",
+        help="skip the float collection (int8 recall against a numpy brute force)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the float collection")
     parser.add_argument("--workdir", help="scratch folder (default: a new one under /tmp)")
     args = parser.parse_args()
+    if args.no_float and args.no_int8:
+        parser.error("--no-float and --no-int8 leave nothing to measure")
     before = machine()
     print_machine("start", before)
     work = workdir("scale", args.workdir)
@@ -473,209 +738,125 @@ def main() -> None:
         for label in p.get("labels") or []:
             label_counts[label] = label_counts.get(label, 0) + 1
     top_label = max(label_counts, key=label_counts.__getitem__) if label_counts else None
+    where = {"labels": top_label} if top_label else None
+    efs = [int(x) for x in args.ef.split(",") if x]
     print(f"base: {items} real items ({base_kind}); noise {args.noise}; work {work}")
 
-    # -- the float collection: upsert, exact, build, HNSW -------------------------------------
-    name = "scale"
-    store = EdgeStore(home)
-    filled = fill(store, name, args, base, payloads, None)
-    rss_after_upsert = rss_mb()
-    size_mb = disk_mb(home / "collections" / name)
-    unindexed = shard_state(store, name)
-    store.close()
-    store, reopen_s = reopen(home, name)
-
-    exact_ms, exact_ids, exact_scores = timed_searches(store, name, queries, exact=True)
-    progress(
-        f"upserted in {filled['upsert_s']:.0f} s, {size_mb:.0f} MB, reopened in {reopen_s:.2f} s;"
-        f" exact p50 {pct(exact_ms, 50):.2f} ms"
-    )
-    default_ms, default_ids, _ = timed_searches(store, name, queries)  # unindexed: exact too
-    where = {"labels": top_label} if top_label else None
-    filter_exact_ms, filter_exact_ids, _ = timed_searches(
-        store, name, queries, where=where, exact=True
-    )
-    # nearest-neighbour cosines of stored units (their own vectors, the best other hit)
+    # -- the ground truth in numpy: the queries' top-K, and stored units' nearest other unit ----
     sample = [int(i) for i in rng.choice(args.units, min(args.queries, args.units), replace=False)]
-    nn_cos = []
-    for i, vec in unit_vectors(base, sample, args.noise, args.seed).items():
-        hits = store.search(name, "unit", vec, 2, exact=True)
-        nn_cos.append(next(h.score for h in hits if h.id != point_id(i)))
-    query_nn_cos = [s[0] for s in exact_scores]
+    sample_vectors = unit_vectors(base, sample, args.noise, args.seed)
+    started = time.perf_counter()
+    numbers, scores = brute_force(
+        base,
+        args.units,
+        args.noise,
+        args.seed,
+        np.concatenate([queries, np.stack([sample_vectors[i] for i in sample])]),
+    )
+    brute_force_s = time.perf_counter() - started
+    truth = (
+        [[point_id(int(i)) for i in row] for row in numbers[: len(queries)]],
+        scores[: len(queries)],
+    )
+    query_nn_cos = scores[: len(queries), 0].tolist()
+    nn_cos = [
+        float(next(s for n, s in zip(row, row_scores, strict=True) if n != i))
+        for i, row, row_scores in zip(
+            sample, numbers[len(queries) :], scores[len(queries) :], strict=True
+        )
+    ]
     base_g = base["unit"] @ base["unit"].T
     np.fill_diagonal(base_g, -1.0)
     base_nn_cos = base_g.max(axis=1).tolist()
+    progress(f"numpy brute-force top-{K} over {args.units:,} units in {brute_force_s:.0f} s")
 
-    started = time.perf_counter()
-    with disk_peak(home / "collections" / name) as build_disk:
-        store.build_index(name)
-    build_s = time.perf_counter() - started
-    progress(f"build_index {build_s:.0f} s")
-    rss_after_build = rss_mb()
-    indexed_size_mb = disk_mb(home / "collections" / name)
-    indexed_state = shard_state(store, name)
-    store.close()
-    store, reopen_indexed_s = reopen(home, name)
-    assert store.info(name).indexed
-
-    efs = [int(x) for x in args.ef.split(",") if x]
-    configs = {"hnsw": {}, "exact": {"exact": True}, **{f"ef{ef}": {"hnsw_ef": ef} for ef in efs}}
-    runs = interleaved(store, name, queries, configs)
-    hnsw_ms, hnsw_ids = runs["hnsw"]
-    hnsw_recall = recall(hnsw_ids, exact_ids)
-    progress(
-        f"hnsw p50 {pct(hnsw_ms, 50):.3f} ms, recall@10 {hnsw_recall:.4f}; exact=True p50 "
-        f"{pct(runs['exact'][0], 50):.2f} ms"
-    )
-    exact_after_ms, exact_after_ids = runs["exact"]
-    sweep = [
-        {
-            "hnsw_ef": ef,
-            "p50_ms": pct(runs[f"ef{ef}"][0], 50),
-            "recall_at_10": recall(runs[f"ef{ef}"][1], exact_ids),
-        }
-        for ef in efs
-    ]
-    filter_hnsw_ms, filter_hnsw_ids, _ = timed_searches(store, name, queries, where=where)
-
-    # points upserted after the build: in an unindexed segment, found at once
-    extra = 1000
-    started = time.perf_counter()
-    for batch in batches(
-        base, payloads, args.units, args.units + extra, args.noise, args.seed, args.batch
-    ):
-        store.upsert(name, batch)
-    extra_upsert_s = time.perf_counter() - started
-    found = 0
-    probe = list(range(args.units, args.units + extra, extra // 50))
-    for i, vec in unit_vectors(base, probe, args.noise, args.seed).items():
-        hits = store.search(name, "unit", vec, 1)
-        found += bool(hits) and hits[0].id == point_id(i)
-    after_ms, _, _ = timed_searches(store, name, queries)
-    after_state = shard_state(store, name)
-    store.close()
-    float_row = {
-        "upsert_s": filled["upsert_s"],
-        "size_mb": size_mb,
-        "build_s": build_s,
-        "indexed_size_mb": indexed_size_mb,
-    }
-    if not args.keep:
-        with EdgeStore(home) as dropper:
-            dropper.drop_collection(name)
-
-    # -- the int8 collection --------------------------------------------------------------------
+    flt: dict[str, Any] = {}
+    truth_ids = truth[0]
+    if not args.no_float:
+        flt, truth_ids = measure_float(args, home, base, payloads, queries, where, efs, truth)
     int8: dict[str, Any] = {}
     if not args.no_int8:
-        qname = "scale-int8"
-        store = EdgeStore(home)
-        qfilled = fill(store, qname, args, base, payloads, "int8")
-        started = time.perf_counter()
-        with disk_peak(home / "collections" / qname) as qbuild_disk:
-            store.build_index(qname)
-        qbuild_s = time.perf_counter() - started
-        progress(f"int8: upserted in {qfilled['upsert_s']:.0f} s, build_index {qbuild_s:.0f} s")
-        qsize_mb = disk_mb(home / "collections" / qname)
-        store.close()
-        store, qreopen_s = reopen(home, qname)
-        qinfo = store.info(qname)
-        qruns = interleaved(store, qname, queries, configs)
-        qms, qids = qruns["hnsw"]
-        qsweep = [
-            {
-                "hnsw_ef": ef,
-                "p50_ms": round(pct(qruns[f"ef{ef}"][0], 50), 3),
-                "recall_at_10": round(recall(qruns[f"ef{ef}"][1], exact_ids), 4),
-            }
-            for ef in efs
-        ]
-        store.close()
-        int8 = {
-            "int8_quantize_recorded": qinfo.quantize,
-            "int8_upsert_s": round(qfilled["upsert_s"], 1),
-            "int8_build_s": round(qbuild_s, 1),
-            "int8_size_mb": round(qsize_mb),
-            "int8_build_peak_disk_mb": round(qbuild_disk["peak_mb"]),
-            "int8_reopen_s": round(qreopen_s, 2),
-            "int8_p50_ms": round(pct(qms, 50), 3),
-            "int8_p95_ms": round(pct(qms, 95), 3),
-            "int8_recall_at_10": round(recall(qids, exact_ids), 4),
-            "int8_exact_p50_ms": round(pct(qruns["exact"][0], 50), 3),
-            "int8_exact_recall_vs_float": round(recall(qruns["exact"][1], exact_ids), 4),
-            "int8_sweep": qsweep,
-        }
-        if not args.keep:
-            with EdgeStore(home) as dropper:
-                dropper.drop_collection(qname)
-
+        int8 = measure_int8(args, home, base, payloads, queries, efs, truth_ids)
     anon_peak_mb = anon.stop()
+
     # -- report -----------------------------------------------------------------------------------
-    exact_p50, hnsw_p50 = pct(exact_ms, 50), pct(hnsw_ms, 50)
+    rows = []
+    if flt:
+        rows += [
+            ["exact", flt["upsert_s"], "-", flt["disk_mb"], flt["exact_p50_ms"],
+             flt["exact_p95_ms"], 1.0],
+            ["hnsw", "-", flt["hnsw_build_s"], flt["indexed_disk_mb"], flt["hnsw_p50_ms"],
+             flt["hnsw_p95_ms"], flt["recall_at_10"]],
+        ]  # fmt: skip
+    if int8:
+        rows += [
+            ["int8 exact=True", "-", "-", "-", int8["int8_exact_p50_ms"],
+             int8["int8_exact_p95_ms"], int8["int8_exact_recall_vs_float"]],
+            ["hnsw int8", int8["int8_upsert_s"], int8["int8_build_s"], int8["int8_size_mb"],
+             int8["int8_p50_ms"], int8["int8_p95_ms"], int8["int8_recall_at_10"]],
+        ]  # fmt: skip
+    truth_kind = "the float collection's exact=True" if flt else "a numpy brute force"
     print_table(
         f"{args.units:,} units x 3 x {DIM}-d, top-{K} over {args.queries} held-out queries "
         f"(noise {args.noise}; HNSW m={HNSW_M}, ef_construct={HNSW_EF_CONSTRUCT}, "
-        f"search hnsw_ef={HNSW_EF})",
+        f"search hnsw_ef={HNSW_EF}; recall against {truth_kind})",
         ["", "upsert s", "build s", "disk MB", "p50 ms", "p95 ms", "recall@10"],
-        [
-            ["exact", filled["upsert_s"], "-", round(size_mb), exact_p50, pct(exact_ms, 95), 1.0],
-            ["hnsw", "-", build_s, round(indexed_size_mb), hnsw_p50, pct(hnsw_ms, 95), hnsw_recall],
-            *(
-                [
-                    [
-                        "hnsw int8",
-                        int8["int8_upsert_s"],
-                        int8["int8_build_s"],
-                        int8["int8_size_mb"],
-                        int8["int8_p50_ms"],
-                        int8["int8_p95_ms"],
-                        int8["int8_recall_at_10"],
-                    ]
-                ]
-                if int8
-                else []
-            ),
-        ],
+        rows,
     )
-    qsweep_by_ef = {q["hnsw_ef"]: q for q in int8.get("int8_sweep", [])}
+    by_ef = [
+        {s["hnsw_ef"]: s for s in part.get(key, [])}
+        for part, key in ((flt, "ef_sweep"), (int8, "int8_sweep"))
+    ]
     print_table(
         "hnsw_ef sweep (taking turns, 20 queries at a time, with the default and exact=True)",
         ["hnsw_ef", "p50 ms", "recall@10", "int8 p50 ms", "int8 recall@10"],
         [
             [
-                s["hnsw_ef"],
-                s["p50_ms"],
-                round(s["recall_at_10"], 4),
-                qsweep_by_ef.get(s["hnsw_ef"], {}).get("p50_ms", "-"),
-                qsweep_by_ef.get(s["hnsw_ef"], {}).get("recall_at_10", "-"),
+                ef,
+                *(
+                    part.get(ef, {}).get(k, "-")
+                    for part in by_ef
+                    for k in ("p50_ms", "recall_at_10")
+                ),
             ]
-            for s in sweep
+            for ef in efs
         ],
     )
-    print_table(
-        f"filtered (labels = {top_label!r}) and other checks",
-        ["", "value"],
-        [
-            ["filtered exact p50 ms", pct(filter_exact_ms, 50)],
-            ["filtered hnsw p50 ms", pct(filter_hnsw_ms, 50)],
-            ["filtered hnsw recall@10", round(recall(filter_hnsw_ids, filter_exact_ids), 4)],
-            ["exact p50 ms, unindexed, default params", pct(default_ms, 50)],
-            ["exact p50 ms, indexed, exact=True (interleaved)", pct(exact_after_ms, 50)],
-            ["exact=True after build: recall@10 vs before", recall(exact_after_ids, exact_ids)],
-            ["reopen s (unindexed / indexed)", f"{reopen_s:.2f} / {reopen_indexed_s:.2f}"],
-            ["rss MB after upsert / build", f"{rss_after_upsert:.0f} / {rss_after_build:.0f}"],
-            ["disk MB: peak during build", round(build_disk["peak_mb"])],
-            [
-                "peak rss MB (ru_maxrss) / anonymous only",
-                f"{peak_rss_mb():.0f} / {anon_peak_mb:.0f}",
-            ],
-            ["segments/indexed vectors before build", str(unindexed)],
-            ["segments/indexed vectors after build", str(indexed_state)],
-            [f"{extra} upserted after build: s", extra_upsert_s],
-            [f"  found as top-1 (of {len(probe)})", found],
-            ["  hnsw p50 ms afterwards", pct(after_ms, 50)],
-            ["  segments/indexed vectors", str(after_state)],
-        ],
+    checks = [["numpy brute force s", round(brute_force_s, 1)]]
+    if flt:
+        checks += [
+            ["numpy brute force recall@10 vs exact=True (allowing ties)",
+             f"{flt['brute_force_recall_vs_exact']} "
+             f"({flt['brute_force_recall_vs_exact_allowing_ties']})"],
+            ["filtered exact p50 ms", flt["filter_exact_p50_ms"]],
+            ["filtered hnsw p50 ms", flt["filter_hnsw_p50_ms"]],
+            ["filtered hnsw recall@10", flt["filter_hnsw_recall_at_10"]],
+            ["exact p50 ms, unindexed, default params", flt["exact_unindexed_default_p50_ms"]],
+            ["exact p50 ms, indexed, exact=True (interleaved)", flt["exact_indexed_p50_ms"]],
+            ["exact=True after build: recall@10 vs before",
+             flt["exact_after_build_recall_vs_before"]],
+            ["reopen s (unindexed / indexed)", f"{flt['reopen_s']} / {flt['reopen_indexed_s']}"],
+            ["rss MB after upsert / build",
+             f"{flt['rss_after_upsert_mb']} / {flt['rss_after_build_mb']}"],
+            ["disk MB: peak during build", flt["build_peak_disk_mb"]],
+            ["segments/indexed vectors before build", str(flt["shard_before_build"])],
+            ["segments/indexed vectors after build", str(flt["shard_after_build"])],
+            [f"{flt['after_build_upserted']} upserted after build: s",
+             flt["after_build_upsert_s"]],
+            ["  found as top-1", flt["after_build_found"]],
+            ["  hnsw p50 ms afterwards", flt["after_build_hnsw_p50_ms"]],
+            ["  segments/indexed vectors", str(flt["shard_after_upserts"])],
+        ]  # fmt: skip
+    if int8:
+        checks += [
+            ["int8 reopen s", int8["int8_reopen_s"]],
+            ["int8 disk MB: peak during build", int8["int8_build_peak_disk_mb"]],
+        ]
+    checks.append(
+        ["peak rss MB (ru_maxrss) / anonymous only", f"{peak_rss_mb():.0f} / {anon_peak_mb:.0f}"]
     )
+    title = f"filtered (labels = {top_label!r}) and other checks" if flt else "other checks"
+    print_table(title, ["", "value"], checks)
     print_table(
         "nearest-neighbour cosine (unit vectors)",
         ["", "p5", "p50", "p95"],
@@ -698,47 +879,20 @@ def main() -> None:
             "base": base_kind,
             "base_items": items,
             "batch": args.batch,
-            "upsert_s": round(float_row["upsert_s"], 1),
-            "upsert_units_per_s": round(args.units / float_row["upsert_s"]),
+            "float": bool(flt),
+            "recall_truth": truth_kind,
+            "brute_force_s": round(brute_force_s, 1),
             "peak_rss_mb": round(peak_rss_mb()),
             "peak_anon_rss_mb": round(anon_peak_mb),
-            "rss_after_upsert_mb": round(rss_after_upsert),
-            "rss_after_build_mb": round(rss_after_build),
-            "disk_mb": round(size_mb),
-            "indexed_disk_mb": round(indexed_size_mb),
-            "build_peak_disk_mb": round(build_disk["peak_mb"]),
-            "reopen_s": round(reopen_s, 2),
-            "reopen_indexed_s": round(reopen_indexed_s, 2),
-            "exact_p50_ms": round(exact_p50, 3),
-            "exact_p95_ms": round(pct(exact_ms, 95), 3),
             "hnsw_m": HNSW_M,
             "hnsw_ef_construct": HNSW_EF_CONSTRUCT,
             "hnsw_ef": HNSW_EF,
-            "hnsw_build_s": round(build_s, 1),
-            "hnsw_p50_ms": round(hnsw_p50, 3),
-            "hnsw_p95_ms": round(pct(hnsw_ms, 95), 3),
-            "recall_at_10": round(hnsw_recall, 4),
-            "hnsw_speedup_vs_exact": round(exact_p50 / hnsw_p50, 1),
-            "exact_indexed_p50_ms": round(pct(exact_after_ms, 50), 3),
-            "hnsw_speedup_vs_exact_interleaved": round(pct(exact_after_ms, 50) / hnsw_p50, 1),
-            "done_when_met": hnsw_recall >= 0.95 and hnsw_p50 <= 0.1 * exact_p50,
-            "ef_sweep": [
-                {**s, "p50_ms": round(s["p50_ms"], 3), "recall_at_10": round(s["recall_at_10"], 4)}
-                for s in sweep
-            ],
             "filter_label": top_label,
-            "filter_exact_p50_ms": round(pct(filter_exact_ms, 50), 3),
-            "filter_hnsw_p50_ms": round(pct(filter_hnsw_ms, 50), 3),
-            "filter_hnsw_recall_at_10": round(recall(filter_hnsw_ids, filter_exact_ids), 4),
-            "after_build_upserted": extra,
-            "after_build_found": f"{found}/{len(probe)}",
-            "after_build_hnsw_p50_ms": round(pct(after_ms, 50), 3),
             "nn_cos_p5_p50_p95": [round(pct(nn_cos, q), 3) for q in (5, 50, 95)],
             "query_nn_cos_p5_p50_p95": [round(pct(query_nn_cos, q), 3) for q in (5, 50, 95)],
             "base_nn_cos_p5_p50_p95": [round(pct(base_nn_cos, q), 3) for q in (5, 50, 95)],
-            "shard_before_build": unindexed,
-            "shard_after_build": indexed_state,
             "index_threshold": INDEX_THRESHOLD,
+            **flt,
             **int8,
             "workdir": str(work),
             "machine": machine_summary(before, after),
