@@ -253,11 +253,14 @@ print(json.dumps({"imports_s": imported - started, "model_s": loaded - imported,
 
 def startup_breakdown(model_dir: str) -> dict[str, float]:
     """Seconds spent importing, loading the model and loading the backbone (fresh process)."""
+    return snippet_json(_STARTUP_SNIPPET, model_dir)
+
+
+def snippet_json(code: str, *args: str) -> dict:
+    """Run `code` in a fresh interpreter with `args` as sys.argv[1:]; its last stdout line,
+    parsed as JSON."""
     out = subprocess.run(
-        [sys.executable, "-c", _STARTUP_SNIPPET, model_dir],
-        check=True,
-        capture_output=True,
-        text=True,
+        [sys.executable, "-c", code, *args], check=True, capture_output=True, text=True
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -37,6 +36,7 @@ from _common import (
     print_machine,
     print_table,
     select_stamps,
+    snippet_json,
 )
 
 BATCH, REPEATS = 32, 12
@@ -90,13 +90,7 @@ IMAGES = json.dumps([str(stamp.path) for stamp in select_stamps(BATCH)])
 def measure(precision: str, home: Path) -> dict:
     """Images/s of OpenVINO at one precision, in a fresh interpreter."""
     code = _MEASURE % {"batch": BATCH, "repeats": REPEATS}
-    out = subprocess.run(
-        [sys.executable, "-c", code, precision, str(home), IMAGES],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return snippet_json(code, precision, str(home), IMAGES)
 
 
 def main() -> None:

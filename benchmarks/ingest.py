@@ -32,11 +32,8 @@ Human tables go to stdout; the LAST line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -55,6 +52,7 @@ from _common import (
     print_table,
     run_cli,
     select_stamps,
+    snippet_json,
     train_model,
     workdir,
 )
@@ -145,13 +143,7 @@ print(json.dumps({"imports_s": imported - started, "towers_s": towers - imported
 def load_times(model_dir: str, home: Path, device: str, precision: str) -> dict:
     """In a fresh interpreter: imports, then the towers loaded and run once (what ingest loads
     before its first batch), then the open_clip backbone (what it loaded before)."""
-    out = subprocess.run(
-        [sys.executable, "-c", _LOAD_SNIPPET, model_dir, str(home), device, precision],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return snippet_json(_LOAD_SNIPPET, model_dir, str(home), device, precision)
 
 
 def ingest_command(
