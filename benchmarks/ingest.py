@@ -1,13 +1,16 @@
-"""Ingest throughput at the default precision against the fp32 reference path and against its
-own engine's ceiling, on the same N real stamp PNGs, in one run.
+"""Ingest throughput at the default precision and engine against the fp32 torch reference path
+and against its own engine's ceiling, on the same N real stamp PNGs, in one run.
 
-Two paths, each the real console script (`jointspace --precision P ingest FOLDER --json`) in a
-subprocess, into an empty JOINTSPACE_HOME (empty feature cache: every image is decoded and
-encoded) holding only the backbone's towers, exported once beforehand as a user's first run
-does (that first run, which loads open_clip and exports, is timed apart):
+Three paths, each the real console script (`jointspace --precision P --engine E ingest FOLDER
+--json`) in a subprocess, into an empty JOINTSPACE_HOME (empty feature cache: every image is
+decoded and encoded) holding only the backbone's towers, exported once beforehand as a user's
+first run does (that first run, which loads open_clip and exports, is timed apart):
 
-- default: `--precision auto` (bf16 where the CPU has it natively; what a user gets);
-- fp32: `--precision fp32`, the reference path.
+- default: `--precision auto --engine auto` (bf16 where the CPU has it natively, OpenVINO on a
+  CPU; what a user gets);
+- torch: `--precision auto --engine torch` (the default precision on torch: what the engine
+  adds);
+- fp32: `--precision fp32 --engine torch`, the reference path.
 
 The ceiling of each path's engine (the exported towers ingest loads, at that precision, with the
 allocator setting ingest makes: `keep_freed_memory`; without it the towers page-fault their
@@ -108,7 +111,9 @@ class Engine:
         return batched_rate(self.encoder.encode_texts, captions)
 
 
-def engine(label: str, compute: Compute, model_dir: str, home: Path, stamps: list[Stamp]) -> Engine:
+def encoder_of(
+    label: str, compute: Compute, model_dir: str, home: Path, stamps: list[Stamp]
+) -> Engine:
     """The encoder ingest uses on `compute` (exported towers in `home` on a CPU) and all the
     images decoded and preprocessed by it, as ingest does (untimed)."""
     loaded = LoadedModel.load(model_dir, home, compute)
@@ -117,7 +122,8 @@ def engine(label: str, compute: Compute, model_dir: str, home: Path, stamps: lis
     for stamp in stamps:
         item = Item(source="bench", key=str(stamp.path), image=str(stamp.path))
         tensors.append(encoder.preprocess(decode_image(read_image_bytes(item), str(stamp.path))))
-    return Engine(label, loaded.compute.precision, encoder, torch.stack(tensors))
+    precision = f"{loaded.compute.precision} {loaded.compute.engine}"
+    return Engine(label, precision, encoder, torch.stack(tensors))
 
 
 _LOAD_SNIPPET = """
@@ -127,7 +133,7 @@ from PIL import Image
 started = time.perf_counter()
 from jointspace.pipeline.compute import Compute
 from jointspace.pipeline.loaded import LoadedModel
-compute = Compute.resolve(sys.argv[3], sys.argv[4])
+compute = Compute.resolve(sys.argv[3], sys.argv[4], sys.argv[5])
 loaded = LoadedModel.load(sys.argv[1], Path(sys.argv[2]), compute)
 imported = time.perf_counter()
 encoder = loaded.bulk_encoder()
@@ -140,20 +146,23 @@ print(json.dumps({"imports_s": imported - started, "towers_s": towers - imported
 """
 
 
-def load_times(model_dir: str, home: Path, device: str, precision: str) -> dict:
+def load_times(model_dir: str, home: Path, device: str, setting: tuple[str, str]) -> dict:
     """In a fresh interpreter: imports, then the towers loaded and run once (what ingest loads
     before its first batch), then the open_clip backbone (what it loaded before)."""
-    return snippet_json(_LOAD_SNIPPET, model_dir, str(home), device, precision)
+    return snippet_json(_LOAD_SNIPPET, model_dir, str(home), device, *setting)
 
 
 def ingest_command(
-    corpus: Path, model_dir: str, device: str, precision: str, extra: Sequence[str] = ()
+    corpus: Path, model_dir: str, device: str, setting: tuple[str, str], extra: Sequence[str] = ()
 ) -> list[str]:
+    precision, engine = setting
     return [
         "--device",
         device,
         "--precision",
         precision,
+        "--engine",
+        engine,
         "ingest",
         str(corpus),
         "--collection",
@@ -202,31 +211,31 @@ def main() -> None:
     stamps = select_stamps(args.n, args.seed)
     corpus = make_folder_corpus(stamps, work / "corpus")
     captions = [stamp.caption for stamp in stamps]
-    default_precision = Compute.resolve(args.device, "auto")
-    print(f"default precision here: {default_precision.describe()}")
+    default = Compute.resolve(args.device, "auto", "auto")
+    print(f"default precision and engine here: {default.describe()}")
     if args.model:
         model_dir, train_wall = args.model, None
     else:
         model_dir = str(work / "model")
         train_wall = train_model(corpus, work / "model", fresh_home(work, "train")).wall_s
 
-    paths = {"default": "auto", "fp32": "fp32"}
+    paths = {"default": ("auto", "auto"), "torch": ("auto", "torch"), "fp32": ("fp32", "torch")}
     # a user's first run at each precision: open_clip loaded, towers exported (timed apart)
     first_runs, towers_homes, load = {}, {}, {}
-    for label, precision in paths.items():
+    for label, setting in paths.items():
         towers_homes[label] = fresh_home(work, f"towers-{label}")
         first = run_cli(
-            ingest_command(corpus, model_dir, args.device, precision, ["--limit", "8"]),
+            ingest_command(corpus, model_dir, args.device, setting, ["--limit", "8"]),
             towers_homes[label],
             sample_memory=False,
         )
         first_runs[label] = first.wall_s
-        load[label] = load_times(model_dir, towers_homes[label], args.device, precision)
+        load[label] = load_times(model_dir, towers_homes[label], args.device, setting)
     engines = {
-        label: engine(
-            label, Compute.resolve(args.device, precision), model_dir, towers_homes[label], stamps
+        label: encoder_of(
+            label, Compute.resolve(args.device, *setting), model_dir, towers_homes[label], stamps
         )
-        for label, precision in paths.items()
+        for label, setting in paths.items()
     }
     reference = engines["fp32"].encoder.encode_images(engines["fp32"].pixels[:BATCH])
     default_features = engines["default"].encoder.encode_images(engines["default"].pixels[:BATCH])
@@ -294,7 +303,15 @@ def main() -> None:
         f"ceilings: the exported towers over {args.n} preloaded inputs, batches of {BATCH} "
         f"(torch threads {torch.get_num_threads()}; median of {args.rounds} rounds; "
         f"default vs fp32 image features: min cosine {min_cosine:.4f})",
-        ["path", "precision", "image/s", "text/s", "image+text/s", "CPU ms/image", "CPU ms/text"],
+        [
+            "path",
+            "precision, engine",
+            "image/s",
+            "text/s",
+            "image+text/s",
+            "CPU ms/image",
+            "CPU ms/text",
+        ],
         [
             [
                 label,
@@ -367,7 +384,8 @@ def main() -> None:
             "n": args.n,
             "rounds": args.rounds,
             "device": args.device,
-            "default_precision": precision_of["default"],
+            "default_precision": default.precision,
+            "default_engine": default.engine,
             "ingest_ips": round(runs["default"]["ips"], 2),
             "ingest_fp32_ips": round(runs["fp32"]["ips"], 2),
             "speedup_vs_fp32": round(speedup, 3),
@@ -375,6 +393,8 @@ def main() -> None:
             "ratio_vs_image_text_ceiling": round(ratio["default"], 3),
             "ratio_vs_image_text_ceiling_paired": round(ratio_paired["default"], 3),
             "fp32_ratio_vs_image_text_ceiling": round(ratio["fp32"], 3),
+            "torch_ingest_ips": round(runs["torch"]["ips"], 2),
+            "torch_ratio_vs_image_text_ceiling": round(ratio["torch"], 3),
             "ceilings": {
                 label: {k: round(v, 2) for k, v in c.items()} for label, c in ceilings.items()
             },

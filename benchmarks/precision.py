@@ -1,12 +1,15 @@
-"""Does a model care at which precision its backbone features were made? The six tasks of the
-same model with fp32 and bf16 features, on the stamps' held-out test split.
+"""Does a model care at which precision, and by which engine, its backbone features were made?
+The six tasks of the same model with features from each setting, on the stamps' held-out test
+split.
 
-Two models are trained on the stamps (`jointspace --precision P train`, default recipe), one on
-fp32 features and one on bf16 features; each is evaluated (`jointspace --precision Q eval
---split test`) with fp32 and with bf16 features. For each model the table gives R@10 and MAP per
-task at both precisions and the difference; `max_abs_diff` is the largest over every task and
-both metrics. The rule the library follows (pipeline/compute.py): a model may run at another
-precision than it was trained at if this difference stays within 0.01.
+Settings: fp32 on torch (the reference), bf16 on torch, bf16 on OpenVINO (`--engine openvino`,
+the default on a CPU with native bf16). One model is trained on the stamps per setting
+(`jointspace --precision P --engine E train`, default recipe); each is evaluated (`jointspace
+--precision Q --engine F eval --split test`) with every setting's features. For each model the
+table gives R@10 and MAP per task with its own features and the others', and the differences;
+`max_abs_diff` is the largest over every task, both metrics and every pair. The rule the
+library follows (pipeline/compute.py): a model may run at another setting than it was trained
+at if this difference stays within 0.01.
 
     .venv/bin/python benchmarks/precision.py
 
@@ -30,8 +33,17 @@ from _common import (
     workdir,
 )
 
-PRECISIONS = ("fp32", "bf16")
+SETTINGS = {
+    "fp32": ("fp32", "torch"),
+    "bf16": ("bf16", "torch"),
+    "bf16-openvino": ("bf16", "openvino"),
+}
 METRICS = ("R@10", "MAP")
+
+
+def compute_args(setting: str) -> list[str]:
+    precision, engine = SETTINGS[setting]
+    return ["--precision", precision, "--engine", engine]
 
 
 def main() -> None:
@@ -44,82 +56,61 @@ def main() -> None:
     work = workdir("precision", args.workdir)
     before = machine()
     print_machine("start", before)
-    home = fresh_home(work, "home")  # one home: each precision has its own feature cache
+    home = fresh_home(work, "home")  # one home: each setting has its own feature cache
     results: dict[str, dict[str, dict]] = {}
     trained: dict[str, dict] = {}
-    for train_precision in PRECISIONS:
-        model = work / f"model-{train_precision}"
+    for train_setting in SETTINGS:
+        model = work / f"model-{train_setting}"
+        train = ["train", args.corpus, "--out", str(model), "--epochs", str(args.epochs)]
         run = run_cli(
-            [
-                "--precision",
-                train_precision,
-                "train",
-                args.corpus,
-                "--out",
-                str(model),
-                "--epochs",
-                str(args.epochs),
-                "--json",
-                "-q",
-            ],
-            home,
-            sample_memory=False,
+            [*compute_args(train_setting), *train, "--json", "-q"], home, sample_memory=False
         )
-        trained[train_precision] = {"model_id": run.document["model_id"], "wall_s": run.wall_s}
-        results[train_precision] = {}
-        for eval_precision in PRECISIONS:
+        trained[train_setting] = {"model_id": run.document["model_id"], "wall_s": run.wall_s}
+        results[train_setting] = {}
+        for eval_setting in SETTINGS:
+            evaluate = ["eval", args.corpus, "--model", str(model), "--json", "-q"]
             evaluation = run_cli(
-                [
-                    "--precision",
-                    eval_precision,
-                    "eval",
-                    args.corpus,
-                    "--model",
-                    str(model),
-                    "--json",
-                    "-q",
-                ],
-                home,
-                sample_memory=False,
+                [*compute_args(eval_setting), *evaluate], home, sample_memory=False
             )
-            results[train_precision][eval_precision] = evaluation.document["tasks"]
+            results[train_setting][eval_setting] = evaluation.document["tasks"]
     after = machine()
 
     summary: dict[str, dict] = {}
-    for train_precision, by_eval in results.items():
-        own, other = by_eval[train_precision], by_eval[_other(train_precision)]
+    for train_setting, by_eval in results.items():
+        others = [s for s in SETTINGS if s != train_setting]
+        own = by_eval[train_setting]
         rows, diffs = [], []
         for task in own:
             row: list = [task]
             for metric in METRICS:
-                a, b = own[task].get(metric), other[task].get(metric)
-                if a is None or b is None:
-                    row += ["-", "-", "-"]
-                    continue
-                diffs.append(abs(a - b))
-                row += [a, b, b - a]
+                a = own[task].get(metric)
+                row.append("-" if a is None else a)
+                for other in others:
+                    b = by_eval[other][task].get(metric)
+                    if a is None or b is None:
+                        row.append("-")
+                        continue
+                    diffs.append(abs(a - b))
+                    row.append(b - a)
             rows.append(row)
         headers = ["task"]
         for metric in METRICS:
-            headers += [
-                f"{metric} {train_precision}",
-                f"{metric} {_other(train_precision)}",
-                "diff",
-            ]
+            headers += [f"{metric} own", *(f"{other} diff" for other in others)]
         print_table(
-            f"model trained on {train_precision} features ({trained[train_precision]['model_id']}"
-            f"), evaluated with {train_precision} and {_other(train_precision)} features "
-            "(stamps, test split)",
+            f"model trained on {train_setting} features ({trained[train_setting]['model_id']}), "
+            f"evaluated with its own and with {' and '.join(others)} features (stamps, test "
+            "split)",
             headers,
             rows,
         )
-        summary[train_precision] = {"max_abs_diff": round(max(diffs), 4), "tasks": by_eval}
+        summary[train_setting] = {"max_abs_diff": round(max(diffs), 4), "tasks": by_eval}
     worst = max(s["max_abs_diff"] for s in summary.values())
-    print(f"\nlargest |difference| over tasks, R@10 and MAP, both models: {worst:.4f}")
+    print(f"\nlargest |difference| over tasks, R@10 and MAP, every pair of settings: {worst:.4f}")
     print_machine("end", after)
     emit_json(
         {
             "corpus": str(Path(args.corpus)),
+            "settings": {name: list(setting) for name, setting in SETTINGS.items()},
             "max_abs_diff": worst,
             "within_0_01": worst <= 0.01,
             "models": trained,
@@ -127,10 +118,6 @@ def main() -> None:
             "machine": machine_summary(before, after),
         }
     )
-
-
-def _other(precision: str) -> str:
-    return PRECISIONS[1 - PRECISIONS.index(precision)]
 
 
 if __name__ == "__main__":

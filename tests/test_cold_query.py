@@ -30,6 +30,7 @@ from PIL import Image
 import jointspace as js
 from jointspace.errors import InvalidQuery, JointspaceError, NotFound
 from jointspace.pipeline.backbone import Backbone
+from jointspace.pipeline.compute import Compute
 from jointspace.pipeline.towers import (
     EXPORT_TOLERANCE,
     ExportedTowers,
@@ -115,21 +116,29 @@ def assert_same_features(towers: ExportedTowers, backbone: Backbone, texts, imag
 # -- exported towers: the same features -------------------------------------------------------
 
 
-def test_tiny_exported_towers_give_open_clip_features(tiny: Backbone, tmp_path: Path) -> None:
-    towers = export_towers(tiny, towers_dir(tmp_path, tiny.features_key))
+IMAGE_TOWER = {"torch": "torchscript", "openvino": "openvino"}
+
+
+@pytest.mark.parametrize("engine", ["torch", "openvino"])
+def test_tiny_exported_towers_give_open_clip_features(
+    tiny: Backbone, tmp_path: Path, engine: str
+) -> None:
+    backbone = Backbone(tiny.spec, Compute.resolve("cpu", None, engine))
+    towers = export_towers(backbone, towers_dir(tmp_path, backbone.features_key))
     assert towers.meta["text"]["tower"] == "torchscript"  # CLIP's own text transformer
-    assert towers.meta["image"]["tower"] == "torchscript"
+    assert towers.meta["image"]["tower"] == IMAGE_TOWER[engine]
     assert towers.meta["proof"]["text"]["max_abs_diff"] <= EXPORT_TOLERANCE
-    again = ExportedTowers.open(towers.folder, tiny.features_key)
+    again = ExportedTowers.open(towers.folder, backbone.features_key)
     assert again is not None and again.loaded == set()
     texts = [*CAPTIONS.values(), "A penguin.", "  café &amp; crème  ", "x " * 100]
-    assert_same_features(again, tiny, texts, real_photos())
+    assert_same_features(again, backbone, texts, real_photos())
     assert again.loaded == {"text", "image"}
 
 
 def test_offline_exported_towers_give_open_clip_features(tmp_path: Path) -> None:
     """The real offline preset (MiniLM + EfficientNet-Lite0) on real stamp captions and
-    pictures: the MiniLM tower runs as plain weights, the image tower as TorchScript."""
+    pictures: the MiniLM tower runs as plain weights, the image tower as this machine's default
+    engine runs it (OpenVINO IR on a CPU, TorchScript with the torch engine)."""
     if not STAMPS.is_dir():
         pytest.skip("the Tux Paint stamps are not installed")
     from jointspace.corpus.images import decode_image
@@ -138,7 +147,7 @@ def test_offline_exported_towers_give_open_clip_features(tmp_path: Path) -> None
     towers = export_towers(backbone, towers_dir(tmp_path, backbone.features_key))
     assert (towers.meta["text"]["tower"], towers.meta["image"]["tower"]) == (
         "bert_mean",
-        "torchscript",
+        IMAGE_TOWER[backbone.compute.engine],
     )
     pngs = sorted(STAMPS.rglob("*.png"))[::97][:8]
     images = [decode_image(p.read_bytes(), p.name) for p in pngs] + real_photos()[:2]

@@ -75,9 +75,11 @@ def load_model(
     *,
     device: str | None = None,
     precision: str | None = None,
+    engine: str | None = None,
 ) -> Model:
     """The trained model in folder `path` (loaded on first use); `home` keeps its backbone's
-    exported towers (see Model); `device`/`precision` as `jointspace.connect` takes them."""
+    exported towers (see Model); `device`/`precision`/`engine` as `jointspace.connect` takes
+    them."""
     from ..pipeline.compute import Compute
 
-    return Model(path, home, Compute.resolve(device, precision))
+    return Model(path, home, Compute.resolve(device, precision, engine))

@@ -21,6 +21,7 @@ class TrainReport:
     seconds: float
     device: str = "cpu"  # where the backbone ran
     precision: str = "fp32"  # and at what precision (the card records it)
+    engine: str = "torch"  # and by what engine its image tower ran
     val_per_source: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -41,6 +42,7 @@ class EvalReport:
     protocol: dict[str, str]
     overlap: int | None = None  # evaluated items seen in training (None: model records none)
     precision: str = "fp32"  # the backbone's precision for this evaluation
+    engine: str = "torch"  # and the engine that ran its image tower
     per_source: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -34,19 +34,21 @@ def connect(
     owner: str | None = None,
     device: str | None = None,
     precision: str | None = None,
+    engine: str | None = None,
 ) -> Space:
     """A Space: the Qdrant server at `url`, else the embedded store under `home` (default
     $JOINTSPACE_HOME, else ./jointspace-data). Called with neither, it follows the environment:
     $QDRANT_URL (with $QDRANT_API_KEY) when set. The home also holds the feature cache and logs
     in both cases. `owner` names this process in the embedded store's locks (e.g. "jointspace
-    serve at URL"). `device` (auto|cpu|cuda[:N]) and `precision` (auto|fp32|bf16|fp16): where
-    ingest and queries run the backbone (default: $JOINTSPACE_DEVICE / $JOINTSPACE_PRECISION,
-    else auto: a GPU if torch sees one; bf16 where the hardware has it natively)."""
+    serve at URL"). `device` (auto|cpu|cuda[:N]), `precision` (auto|fp32|bf16|fp16) and
+    `engine` (auto|torch|openvino): where and how ingest and queries run the backbone (default:
+    $JOINTSPACE_DEVICE / $JOINTSPACE_PRECISION / $JOINTSPACE_ENGINE, else auto: a GPU if torch
+    sees one; bf16 where the hardware has it natively; OpenVINO for images on a CPU)."""
     if url is None and home is None:
         url = os.environ.get("QDRANT_URL") or None
     if url and api_key is None:
         api_key = os.environ.get("QDRANT_API_KEY") or None
-    compute = Compute.resolve(device, precision)
+    compute = Compute.resolve(device, precision, engine)
     return Space(resolve_home(home), url, api_key, grpc=grpc, owner=owner, compute=compute)
 
 

@@ -61,13 +61,15 @@ def train(
     workers: int = 1,
     device: str | None = None,
     precision: str | None = None,
+    engine: str | None = None,
     source_options: SourceOptions | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> TrainReport:
     """Train a gated encoder on the sources' training split (validation split for early
-    stopping; the test split is never seen) and save it to `out`. `device` (auto|cpu|cuda[:N])
-    and `precision` (auto|fp32|bf16|fp16) choose where the backbone runs (default: the
-    environment's JOINTSPACE_DEVICE / JOINTSPACE_PRECISION, else auto).
+    stopping; the test split is never seen) and save it to `out`. `device` (auto|cpu|cuda[:N]),
+    `precision` (auto|fp32|bf16|fp16) and `engine` (auto|torch|openvino) choose where and how
+    the backbone runs (default: the environment's JOINTSPACE_DEVICE / JOINTSPACE_PRECISION /
+    JOINTSPACE_ENGINE, else auto).
 
     Several sources train one model: each source keeps its own held-out split, batches draw
     across sources by `sampling` (SAMPLINGS), the epoch is picked by the mean over sources
@@ -112,7 +114,7 @@ def train(
         workers=workers,
         on_items=StageCounter("features", count_hint(paths), on_progress),
         on_epoch=on_epoch,
-        compute=Compute.resolve(device, precision),
+        compute=Compute.resolve(device, precision, engine),
     )
     return TrainReport(**summary)
 
@@ -128,6 +130,7 @@ def evaluate(
     workers: int = 1,
     device: str | None = None,
     precision: str | None = None,
+    engine: str | None = None,
     source_options: SourceOptions | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> EvalReport:
@@ -151,7 +154,7 @@ def evaluate(
         workers=workers,
         on_items=StageCounter("features", count_hint(paths), on_progress),
         allow_overlap=allow_overlap,
-        compute=Compute.resolve(device, precision),
+        compute=Compute.resolve(device, precision, engine),
     )
     return EvalReport(**result)
 
@@ -171,6 +174,7 @@ def compare(
     workers: int = 1,
     device: str | None = None,
     precision: str | None = None,
+    engine: str | None = None,
     source_options: SourceOptions | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> ComparisonReport:
@@ -209,7 +213,7 @@ def compare(
         workers=workers,
         on_items=StageCounter("features", count_hint(paths), on_progress),
         on_step=on_step,
-        compute=Compute.resolve(device, precision),
+        compute=Compute.resolve(device, precision, engine),
         bridge=bridge,
     )
     if command:

@@ -68,6 +68,7 @@ def serve(
         queue_size=queue_size,
         device=ctx.obj.device,
         precision=ctx.obj.precision,
+        engine=ctx.obj.engine,
     )
 
     def ready(settings: ServiceSettings, names: list[str]) -> None:

@@ -267,6 +267,7 @@ def compare_on_corpus(
         "sources": sorted({item.source for part in parts.values() for item in part.items}),
         "backbone": backbone_spec,
         "precision": backbone.compute.precision,
+        "engine": backbone.compute.engine,
         "bridge": bridge,
         "split_sizes": {name: len(part) for name, part in parts.items()},
         "split_sizes_per_source": per_source,

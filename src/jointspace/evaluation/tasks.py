@@ -343,7 +343,7 @@ def evaluate_model(
     compute: Compute | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a corpus; JSON-ready result. `compute`: where and
-    at what precision the backbone runs (default: this machine's best).
+    at what precision and engine the backbone runs (default: this machine's best).
 
     Every evaluated item is checked against the model's training digest: any item the model
     was trained or validated on (whatever format either corpus was read in) is a bad run,
@@ -376,6 +376,7 @@ def evaluate_model(
         "model_id": card.model_id,
         "split": split,
         "precision": backbone.compute.precision,
+        "engine": backbone.compute.engine,
         "corrupt_units": corrupt_units,
         "queries": len(data.gallery),
         "overlap": overlap,

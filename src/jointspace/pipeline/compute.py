@@ -1,5 +1,5 @@
-"""Where and at what precision the backbone runs: `--device auto|cpu|cuda[:N]`,
-`--precision auto|fp32|bf16|fp16`.
+"""Where, at what precision and by what engine the backbone runs: `--device auto|cpu|cuda[:N]`,
+`--precision auto|fp32|bf16|fp16`, `--engine auto|torch|openvino`.
 
 `auto` device: CUDA when torch sees a GPU, else the CPU. `auto` precision: on a GPU, bf16 where
 it has bf16 (fp16 elsewhere); on a CPU, bf16 where the CPU does bf16 natively (the avx512_bf16
@@ -11,6 +11,12 @@ feature cache and its exported towers (`features_key`): fp32 features and bf16 f
 never mixed in one cache. A model trained at one precision runs at another: on the six tasks
 the difference was measured at well under 0.01 R@10 / MAP (benchmarks/RESULTS.md, issue 11).
 The device is not part of that identity (fp32 on a GPU and on a CPU agree to ~1e-6).
+
+The engine runs the image tower: `torch` (the reference, and the only one on a GPU) or
+`openvino` (pipeline/openvino_tower.py; measured here at 1.76x torch's images/s at bf16, 1.7x at
+fp32). `auto` is openvino on a CPU where it is installed (a dependency), torch elsewhere. Texts
+always run on torch. The engine is part of the features' identity too: OpenVINO's bf16 features
+are not torch's bf16 features, so they are cached and exported apart.
 """
 
 from __future__ import annotations
@@ -28,8 +34,11 @@ if TYPE_CHECKING:
 
 DEVICE_ENV = "JOINTSPACE_DEVICE"
 PRECISION_ENV = "JOINTSPACE_PRECISION"
+ENGINE_ENV = "JOINTSPACE_ENGINE"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+ENGINES = ("auto", "torch", "openvino")
 REFERENCE = "fp32"
+REFERENCE_ENGINE = "torch"
 _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 CPU_BATCH = 32  # measured on 2 cores: 16-64 within the noise, 64 slower in some runs
 GPU_MAX_BATCH = 512
@@ -38,30 +47,36 @@ GPU_BYTES_PER_IMAGE = 32 << 20  # a generous bound on a 224 px image's activatio
 
 @dataclass(frozen=True)
 class Compute:
-    """A resolved device and precision, and why they were chosen (for logs and reports)."""
+    """A resolved device, precision and engine, and why they were chosen (for logs and
+    reports)."""
 
     device: str
     precision: str
     reason: str = ""
+    engine: str = REFERENCE_ENGINE
 
     @classmethod
-    def resolve(cls, device: str | None = None, precision: str | None = None) -> Compute:
-        """Resolve `auto` (or None: the environment's JOINTSPACE_DEVICE / JOINTSPACE_PRECISION,
-        then auto) to what this machine has. Raises JointspaceError for an unusable value."""
+    def resolve(
+        cls, device: str | None = None, precision: str | None = None, engine: str | None = None
+    ) -> Compute:
+        """Resolve `auto` (or None: the environment's JOINTSPACE_DEVICE / JOINTSPACE_PRECISION /
+        JOINTSPACE_ENGINE, then auto) to what this machine has. Raises JointspaceError for an
+        unusable value."""
         device = _resolve_device((device or os.environ.get(DEVICE_ENV) or "auto").strip())
         wanted = (precision or os.environ.get(PRECISION_ENV) or "auto").strip().lower()
         if wanted not in PRECISIONS:
             raise JointspaceError(
                 f"Unknown precision {wanted!r}: use one of {', '.join(PRECISIONS)}."
             )
+        chosen_engine = _resolve_engine(device, engine or os.environ.get(ENGINE_ENV) or "auto")
         if wanted != "auto":
             if wanted == "fp16" and not device.startswith("cuda"):
                 raise JointspaceError(
                     "fp16 runs on a GPU only; on the CPU use --precision bf16 or fp32."
                 )
-            return cls(device, wanted, "as asked")
+            return cls(device, wanted, "as asked", chosen_engine)
         chosen, reason = _auto_precision(device)
-        return cls(device, chosen, reason)
+        return cls(device, chosen, reason, chosen_engine)
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -92,15 +107,45 @@ class Compute:
         return max(1, (os.cpu_count() or 2) - 1)
 
     def describe(self) -> str:
-        return f"{self.device}, {self.precision}" + (f" ({self.reason})" if self.reason else "")
+        reason = f" ({self.reason})" if self.reason else ""
+        return f"{self.device}, {self.precision}{reason}, {self.engine}"
+
+    def features_key(self, fingerprint: str) -> str:
+        """The identity of a backbone's features made with this precision and engine."""
+        return features_key(fingerprint, self.precision, self.engine)
 
 
-def features_key(fingerprint: str, precision: str) -> str:
-    """The identity of a backbone's features at a precision: its fingerprint for fp32 (so
-    caches and exports made before precision was an option stay valid), else a hash of both."""
-    if precision == REFERENCE:
+def features_key(fingerprint: str, precision: str, engine: str = REFERENCE_ENGINE) -> str:
+    """The identity of a backbone's features at a precision and engine: its fingerprint for
+    torch fp32 (so caches and exports made before precision was an option stay valid), else a
+    hash of them (torch's key leaves the engine out, as before engines existed)."""
+    if precision == REFERENCE and engine == REFERENCE_ENGINE:
         return fingerprint
-    return hashlib.sha256(f"{fingerprint}:{precision}".encode()).hexdigest()[:16]
+    identity = f"{fingerprint}:{precision}"
+    if engine != REFERENCE_ENGINE:
+        identity += f":{engine}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def _resolve_engine(device: str, engine: str) -> str:
+    from .openvino_tower import openvino_installed
+
+    engine = engine.strip().lower()
+    if engine not in ENGINES:
+        raise JointspaceError(f"Unknown engine {engine!r}: use one of {', '.join(ENGINES)}.")
+    if engine == "auto":
+        on_cpu = not device.startswith("cuda")
+        return "openvino" if on_cpu and openvino_installed() else REFERENCE_ENGINE
+    if engine == "openvino":
+        if device.startswith("cuda"):
+            raise JointspaceError(
+                "--engine openvino runs on the CPU; on a GPU use --engine torch (or auto)."
+            )
+        if not openvino_installed():
+            raise JointspaceError(
+                "--engine openvino needs OpenVINO: `pip install openvino`, or use --engine torch."
+            )
+    return engine
 
 
 def _resolve_device(device: str) -> str:

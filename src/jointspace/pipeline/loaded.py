@@ -28,7 +28,7 @@ from ..errors import JointspaceError
 from .backbone import Backbone
 from .checkpoint import ModelCard, load_model
 from .collection_card import check_same_model
-from .compute import Compute, features_key
+from .compute import Compute
 from .model import GatedEncoder
 from .towers import DamagedExport, ExportedTowers, export_towers, towers_dir
 
@@ -73,9 +73,10 @@ class LoadedModel:
 
     @property
     def features_key(self) -> str:
-        """What this model's backbone features are cached and exported under, at its precision."""
+        """What this model's backbone features are cached and exported under, at its precision
+        and engine."""
         assert self.compute is not None
-        return features_key(self.backbone_fingerprint, self.compute.precision)
+        return self.compute.features_key(self.backbone_fingerprint)
 
     def check_collection(self, collection: str, metadata: Mapping[str, Any]) -> None:
         """Refuse to serve a collection that another model embedded."""

@@ -9,8 +9,10 @@ open_clip, it saves the two towers apart under `HOME/towers/<backbone fingerprin
   tower (CLIP's own) traced to TorchScript. Its tokenizer goes along: a Hugging Face tokenizer
   as its `tokenizers` JSON, CLIP's BPE tokenizer by name (open_clip's tokenizer module is loaded
   on its own, without the package).
-- image: the vision tower traced to TorchScript, and its preprocessing as parameters that
-  `Preprocess` applies with PIL and torch alone (no torchvision).
+- image: the vision tower traced to TorchScript (engine torch), or the OpenVINO IR the
+  backbone converted it to (engine openvino: image.xml + image.bin, compiled at load), and its
+  preprocessing as parameters that `Preprocess` applies with PIL and torch alone (no
+  torchvision).
 
 Measured on this machine (2 cores): loading the MiniLM weights with `MeanPooledBert` and a
 first forward take ~0.01 s of CPU against ~0.18 s for the same tower as TorchScript;
@@ -21,7 +23,8 @@ through the saved towers and through open_clip, and a side whose features differ
 EXPORT_TOLERANCE is not exported (its queries keep the open_clip path). At load, each file's
 size and CRC-32 and one probe's features are checked again; anything wrong raises
 DamagedExport and the caller rebuilds the export with a warning. The cache is keyed by the
-backbone's fingerprint, so towers of one backbone never serve another.
+backbone's features key (fingerprint, precision, engine), so towers of one backbone, precision
+or engine never serve another; an export made by another torch or OpenVINO is made again.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .compute import REFERENCE, Compute
+from .compute import REFERENCE, REFERENCE_ENGINE, Compute
+from .openvino_tower import OpenVinoImageTower, openvino_installed, openvino_version
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -296,7 +300,8 @@ class ExportedTowers:
     def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
         self.folder, self.meta = folder, meta
         self.fingerprint: str = meta["fingerprint"]
-        self.compute = Compute("cpu", meta.get("precision", REFERENCE))
+        engine = meta.get("engine", REFERENCE_ENGINE)
+        self.compute = Compute("cpu", meta.get("precision", REFERENCE), engine=engine)
         self.loaded: set[str] = set()
 
     @classmethod
@@ -315,6 +320,10 @@ class ExportedTowers:
         except (OSError, ValueError) as error:
             raise DamagedExport(f"{META} is unreadable: {error}") from None
         if meta.get("format") != FORMAT or meta.get("torch") != torch.__version__:
+            return None
+        if meta.get("engine") == "openvino" and (
+            not openvino_installed() or meta.get("openvino") != openvino_version()
+        ):
             return None
         if meta.get("fingerprint") != fingerprint:
             raise DamagedExport(f"{META} names backbone {meta.get('fingerprint')!r}")
@@ -347,7 +356,9 @@ class ExportedTowers:
         side = self.meta["text"]
         try:
             tokenizer = _load_tokenizer(side["tokenizer"], self._file_or_none(side, "tokenizer"))
-            tower = _load_tower(side["tower"], self._file(side, "tower"), side.get("config"))
+            tower = _load_tower(
+                side["tower"], self._file(side, "tower"), side.get("config"), self.compute
+            )
             self.loaded.add("text")
             probe = self._run_text(tokenizer, tower, [side["probe"]["text"]])
         except DamagedExport:
@@ -384,10 +395,14 @@ class ExportedTowers:
             ) from None
 
     @cached_property
-    def _image(self) -> torch.nn.Module:
+    def _image(self) -> torch.nn.Module | OpenVinoImageTower:
         side = self.meta["image"]
         try:
-            tower = _load_tower(side["tower"], self._file(side, "tower"), side.get("config"))
+            if "weights" in side["files"]:
+                self._file(side, "weights")  # checked like the tower's file
+            tower = _load_tower(
+                side["tower"], self._file(side, "tower"), side.get("config"), self.compute
+            )
             self.loaded.add("image")
             probe = self._run_image(tower, self._preprocess(probe_images()[0])[None])
         except DamagedExport:
@@ -406,7 +421,11 @@ class ExportedTowers:
         """Features of a batch of preprocessed images (N, 3, H, W)."""
         return self._run_image(self._image, batch)
 
-    def _run_image(self, tower: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
+    def _run_image(
+        self, tower: torch.nn.Module | OpenVinoImageTower, batch: torch.Tensor
+    ) -> np.ndarray:
+        if isinstance(tower, OpenVinoImageTower):
+            return tower(batch)
         batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), _quiet(), self.autocast():
             return tower(batch).float().cpu().numpy()
@@ -487,7 +506,9 @@ def _load_tokenizer(spec: dict[str, Any], path: Path | None) -> Any:
     raise DamagedExport(f"unknown tokenizer {spec['kind']!r}")
 
 
-def _load_tower(kind: str, path: Path, config: dict[str, Any] | None) -> torch.nn.Module:
+def _load_tower(
+    kind: str, path: Path, config: dict[str, Any] | None, compute: Compute
+) -> torch.nn.Module | OpenVinoImageTower:
     if kind == "bert_mean" and config is not None:
         from safetensors.torch import load_file
 
@@ -495,6 +516,8 @@ def _load_tower(kind: str, path: Path, config: dict[str, Any] | None) -> torch.n
     if kind == "torchscript":
         with _quiet():
             return torch.jit.load(str(path), map_location="cpu").eval()
+    if kind == "openvino":
+        return OpenVinoImageTower.read(path, compute.precision)
     raise DamagedExport(f"unknown tower kind {kind!r}")
 
 
@@ -510,6 +533,11 @@ class _Encode(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return getattr(self.model, self.method)(x)
+
+
+def image_encoder(model: torch.nn.Module) -> torch.nn.Module:
+    """A module whose forward is the model's encode_image, holding the vision tower alone."""
+    return _Encode(_part_of(model, image=True), "encode_image")
 
 
 def _part_of(model: torch.nn.Module, image: bool) -> torch.nn.Module:
@@ -638,16 +666,17 @@ def _export_image(backbone: Backbone, folder: Path) -> dict[str, Any] | None:
     probes = probe_images()
     example = torch.stack([backbone.preprocess(p) for p in probes[:2]])
     example = example.contiguous(memory_format=torch.channels_last)
-    _trace(
-        backbone,
-        _Encode(_part_of(backbone.model, image=True), "encode_image"),
-        example,
-        folder / "image.ts",
-    )
-    files = {"tower": "image.ts"}
+    if backbone.compute.engine == "openvino":
+        from .openvino_tower import save
+
+        save(backbone.openvino_image_model, folder / "image.xml")
+        files, kind = {"tower": "image.xml", "weights": "image.bin"}, "openvino"
+    else:
+        _trace(backbone, image_encoder(backbone.model), example, folder / "image.ts")
+        files, kind = {"tower": "image.ts"}, "torchscript"
     reference = backbone.encode_images(backbone.preprocess(probes[0])[None])[0]
     return {
-        "tower": "torchscript",
+        "tower": kind,
         "config": None,
         "preprocess": preprocess.to_dict(),
         "files": files,
@@ -708,8 +737,10 @@ def export_towers(
             "format": FORMAT,
             "fingerprint": backbone.features_key,
             "precision": backbone.compute.precision,
+            "engine": backbone.compute.engine,
             "spec": backbone.spec,
             "torch": torch.__version__,
+            **({"openvino": openvino_version()} if backbone.compute.engine == "openvino" else {}),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "text": _try_side("text", _export_text, backbone, work),
             "image": _try_side("image", _export_image, backbone, work),

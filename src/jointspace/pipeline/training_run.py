@@ -100,7 +100,7 @@ def train_model(
 ) -> dict[str, Any]:
     """Train on the training split (the validation split picks the epoch; the test split is
     never touched), save the checkpoint to `out`, and return a summary. `compute`: where and
-    at what precision the backbone runs (default: this machine's best).
+    at what precision and engine the backbone runs (default: this machine's best).
 
     With several sources (`records` a `SourceNames`), each item's split is its own (by
     content), batches draw across sources by `config.sampling`, the epoch is picked by the
@@ -143,6 +143,7 @@ def train_model(
         "spec": backbone_spec,
         "fingerprint": backbone.fingerprint,
         "precision": backbone.compute.precision,
+        "engine": backbone.compute.engine,
         "image_dim": backbone.image_dim,
         "text_dim": backbone.text_dim,
     }
@@ -157,5 +158,6 @@ def train_model(
         "val_per_source": result.val_per_source,
         "device": backbone.compute.device,
         "precision": backbone.compute.precision,
+        "engine": backbone.compute.engine,
         "seconds": time.perf_counter() - started,
     }

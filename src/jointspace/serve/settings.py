@@ -22,7 +22,8 @@ class ServiceSettings:
     server). `model_threads`: threads running model calls (each with its share of the cores as
     torch threads; `jointspace serve` takes `default_model_threads()`); `queue_size`: calls that
     may wait for one (beyond: 503). `max_upload_bytes`: the largest query image accepted.
-    `device`/`precision`: where queries run the backbone, as `jointspace.connect` takes them."""
+    `device`/`precision`/`engine`: where queries run the backbone, as `jointspace.connect` takes
+    them."""
 
     home: Path | None = None
     qdrant_url: str | None = None
@@ -38,6 +39,7 @@ class ServiceSettings:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     device: str | None = None
     precision: str | None = None
+    engine: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "collections", tuple(dict.fromkeys(self.collections)))

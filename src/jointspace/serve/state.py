@@ -64,6 +64,7 @@ class Service:
             owner=settings.owner,
             device=settings.device,
             precision=settings.precision,
+            engine=settings.engine,
         )
         try:
             names = list(settings.collections) or self._ready_collections()
