@@ -1,19 +1,12 @@
-"""OpenVINO's throughput on the image tower at f32 and bf16: the exported fp32 TorchScript trace
-ingest's towers come from, converted with `openvino.convert_model` and compiled for the CPU
-(INFERENCE_PRECISION_HINT f32 or bf16, 2 threads). Is a second engine worth adding for ingest?
-Compare with torch's own ceilings, which benchmarks/ingest.py measures in its process as ingest
-runs them (run both in one quiet window).
+"""The image tower's throughput per engine and precision: torch and OpenVINO (the default on a
+CPU, `--engine openvino`), each at fp32 and bf16, as ingest runs them: the exported towers
+(TorchScript for torch, OpenVINO IR for openvino) loaded from a jointspace home, with the
+allocator setting ingest makes.
 
-Each precision runs in its own fresh interpreter, over the same 32 real stamp PNGs preprocessed
-as ingest does, with the allocator setting ingest makes; rounds rotate the order and medians
-are reported. Features are compared with torch fp32's on the same pixels (untimed). OpenVINO is
-not a dependency of jointspace: `pip install openvino` first (the script says so if it is
-missing). The towers come from a home where ingest exported them (`--home`), or are exported
-here from the offline backbone.
-
-(Torch is not timed here: measured in a fresh interpreter like this, its towers ran at 20
-images/s in a quiet window where ingest.py's in-process ceilings gave 314 (bf16) and 185
-(fp32); the cause was not found, so torch's figures come from ingest.py.)
+Each (engine, precision) runs in its own fresh interpreter, over the same 32 real stamp PNGs
+preprocessed as ingest does; rounds rotate the order and medians are reported. Features are
+compared with torch fp32's on the same pixels (untimed). The towers come from a home where
+ingest exported them (`--home`), or are exported here from the offline backbone.
 
     .venv/bin/python benchmarks/engines.py --rounds 3
 
@@ -25,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
@@ -40,22 +32,22 @@ from _common import (
 )
 
 BATCH, REPEATS = 32, 12
+SETTINGS = [("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16")]
 
 _MEASURE = """
-import json, sys, time
+import gc, json, sys, time
 import numpy as np, torch
 from pathlib import Path
 from jointspace.pipeline.features import keep_freed_memory
 keep_freed_memory()
-precision, home = sys.argv[1], Path(sys.argv[2])
+engine, precision, home = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 from jointspace.corpus.images import decode_image
 from jointspace.pipeline.backbone import Backbone
 from jointspace.pipeline.compute import Compute
 from jointspace.pipeline.towers import ExportedTowers, export_towers, towers_dir
 
-def towers_at(precision):
-    compute = Compute.resolve("cpu", precision)
-    backbone = Backbone("offline", compute)
+def towers_at(engine, precision):
+    backbone = Backbone("offline", Compute("cpu", precision, engine=engine))
     folder = towers_dir(home, backbone.features_key)
     return ExportedTowers.open(folder, backbone.features_key) or export_towers(backbone, folder)
 
@@ -66,31 +58,27 @@ def rate(run):
         run()
     return %(batch)d * %(repeats)d / (time.perf_counter() - started)
 
-paths = [Path(p) for p in json.loads(sys.argv[3])]
-x = torch.stack([towers_at("fp32").preprocess(decode_image(p.read_bytes(), p.name)) for p in paths])
-import openvino
-reference = towers_at("fp32").encode_images(x)
-traced = torch.jit.load(str(towers_at("fp32").folder / "image.ts")).eval()
-compiled = openvino.Core().compile_model(
-    openvino.convert_model(traced, example_input=x), "CPU",
-    {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-     "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2})
-pixels = x.numpy()
-encode = lambda: compiled(pixels)[0]
-features = np.asarray(encode())
+paths = [Path(p) for p in json.loads(sys.argv[4])]
+reference_towers = towers_at("torch", "fp32")
+towers = towers_at(engine, precision)
+gc.collect()  # the open_clip backbones built above are gone before timing
+x = torch.stack([towers.preprocess(decode_image(p.read_bytes(), p.name)) for p in paths])
+features = towers.encode_images(x)
+ips = rate(lambda: towers.encode_images(x))
+reference = reference_towers.encode_images(x)
 a = features / np.linalg.norm(features, axis=1, keepdims=True)
 b = reference / np.linalg.norm(reference, axis=1, keepdims=True)
-print(json.dumps({"ips": rate(encode), "min_cosine": float((a * b).sum(axis=1).min())}))
+print(json.dumps({"ips": ips, "min_cosine": float((a * b).sum(axis=1).min())}))
 """
 
 
 IMAGES = json.dumps([str(stamp.path) for stamp in select_stamps(BATCH)])
 
 
-def measure(precision: str, home: Path) -> dict:
-    """Images/s of OpenVINO at one precision, in a fresh interpreter."""
+def measure(engine: str, precision: str, home: Path) -> dict:
+    """Images/s of one engine at one precision, in a fresh interpreter."""
     code = _MEASURE % {"batch": BATCH, "repeats": REPEATS}
-    return snippet_json(code, precision, str(home), IMAGES)
+    return snippet_json(code, engine, precision, str(home), IMAGES)
 
 
 def main() -> None:
@@ -98,44 +86,43 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds (medians are reported)")
     parser.add_argument("--home", help="a jointspace home with (or for) the exported towers")
     args = parser.parse_args()
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        sys.exit("OpenVINO is not installed: `.venv/bin/pip install openvino`, then run again.")
     home = Path(args.home or tempfile.mkdtemp(prefix="jointspace-bench-engines-"))
     before = machine()
     print_machine("start", before)
-    precisions = ["fp32", "bf16"]
-    rates: dict[str, list[float]] = {p: [] for p in precisions}
-    cosines: dict[str, float] = {}
+    rates: dict[tuple[str, str], list[float]] = {s: [] for s in SETTINGS}
+    cosines: dict[tuple[str, str], float] = {}
     for round_ in range(args.rounds):
-        for precision in precisions[round_ % 2 :] + precisions[: round_ % 2]:
-            result = measure(precision, home)
-            rates[precision].append(result["ips"])
-            cosines[precision] = result["min_cosine"]
+        for setting in SETTINGS[round_ % len(SETTINGS) :] + SETTINGS[: round_ % len(SETTINGS)]:
+            result = measure(*setting, home)
+            rates[setting].append(result["ips"])
+            cosines[setting] = result["min_cosine"]
     after = machine()
-    summary = {
-        f"openvino_{p}": {
-            "ips": round(statistics.median(rates[p]), 1),
-            "min_cosine_vs_torch_fp32": round(cosines[p], 4),
-            "runs": [round(r, 1) for r in rates[p]],
-        }
-        for p in precisions
-    }
-    bf16_gain = statistics.median(b / f for b, f in zip(rates["bf16"], rates["fp32"], strict=True))
+    ips = {setting: statistics.median(r) for setting, r in rates.items()}
+
+    def gain(engine: str, precision: str) -> float:
+        """This setting over torch at the same precision, paired round by round."""
+        pairs = zip(rates[(engine, precision)], rates[("torch", precision)], strict=True)
+        return statistics.median(a / b for a, b in pairs)
+
     print_table(
-        f"OpenVINO image tower, batches of {BATCH}, 2 threads, median of {args.rounds} rounds "
-        "(each a fresh interpreter)",
-        ["precision", "images/s", "min cosine vs torch fp32"],
-        [[p, statistics.median(rates[p]), f"{cosines[p]:.4f}"] for p in precisions],
+        f"image tower, batches of {BATCH}, median of {args.rounds} rounds (each a fresh "
+        "interpreter)",
+        ["engine", "precision", "images/s", "vs torch same precision", "min cosine vs torch fp32"],
+        [[e, p, ips[(e, p)], gain(e, p), f"{cosines[(e, p)]:.4f}"] for e, p in SETTINGS],
     )
-    print(f"bf16 over f32 (paired): {bf16_gain:.2f}x")
     print_machine("end", after)
     emit_json(
         {
             "rounds": args.rounds,
-            **summary,
-            "bf16_over_f32": round(bf16_gain, 2),
+            **{
+                f"{e}_{p}": {
+                    "ips": round(ips[(e, p)], 1),
+                    "vs_torch_same_precision": round(gain(e, p), 2),
+                    "min_cosine_vs_torch_fp32": round(cosines[(e, p)], 4),
+                    "runs": [round(r, 1) for r in rates[(e, p)]],
+                }
+                for e, p in SETTINGS
+            },
             "machine": machine_summary(before, after),
         }
     )

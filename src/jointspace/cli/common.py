@@ -195,7 +195,7 @@ def main_options(
         str,
         typer.Option(
             envvar="JOINTSPACE_ENGINE",
-            help="What runs the image tower: auto (OpenVINO on a CPU, 1.7x torch's images/s "
+            help="What runs the image tower: auto (OpenVINO on a CPU, 1.6-1.8x torch's images/s "
             "here; torch on a GPU), torch (the reference), openvino. Texts always run on torch.",
         ),
     ] = "auto",

@@ -13,7 +13,7 @@ the difference was measured at well under 0.01 R@10 / MAP (benchmarks/RESULTS.md
 The device is not part of that identity (fp32 on a GPU and on a CPU agree to ~1e-6).
 
 The engine runs the image tower: `torch` (the reference, and the only one on a GPU) or
-`openvino` (pipeline/openvino_tower.py; measured here at 1.76x torch's images/s at bf16, 1.7x at
+`openvino` (pipeline/openvino_tower.py; measured here at 1.8x torch's images/s at bf16, 1.6x at
 fp32). `auto` is openvino on a CPU where it is installed (a dependency), torch elsewhere. Texts
 always run on torch. The engine is part of the features' identity too: OpenVINO's bf16 features
 are not torch's bf16 features, so they are cached and exported apart.
