@@ -3,14 +3,17 @@
 
 `auto` device: CUDA when torch sees a GPU, else the CPU. `auto` precision: on a GPU, bf16 where
 it has bf16 (fp16 elsewhere); on a CPU, bf16 where the CPU does bf16 natively (the avx512_bf16
-or AMX flags; measured here: the image tower at 2.5x the fp32 images/s, features at cosine
->= 0.998 of fp32) and fp32 elsewhere (emulated bf16 is slower than fp32). fp32 is the reference.
+or AMX flags; measured here: torch's image tower at 1.5-1.8x the fp32 images/s, features at
+cosine >= 0.998 of fp32) and fp32 elsewhere (emulated bf16 is slower than fp32). fp32 is the
+reference.
 
 Precision changes the features a little, so it is part of the backbone's identity for its
 feature cache and its exported towers (`features_key`): fp32 features and bf16 features are
-never mixed in one cache. A model trained at one precision runs at another: on the six tasks
-the difference was measured at well under 0.01 R@10 / MAP (benchmarks/RESULTS.md, issue 11).
-The device is not part of that identity (fp32 on a GPU and on a CPU agree to ~1e-6).
+never mixed in one cache. A model trained with one setting runs with another's features:
+measured on the six tasks (benchmarks/precision.py, RESULTS.md issue 11), a model trained on
+fp32 features read with the default bf16 OpenVINO features stays within 0.005 R@10 / MAP of
+its own reading, and any two settings differ by at most 0.017 (four queries of 232), with no
+direction. The device is not part of that identity (fp32 on a GPU and on a CPU agree to ~1e-6).
 
 The engine runs the image tower: `torch` (the reference, and the only one on a GPU) or
 `openvino` (pipeline/openvino_tower.py; measured here at 1.8x torch's images/s at bf16, 1.6x at

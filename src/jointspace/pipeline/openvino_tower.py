@@ -2,14 +2,14 @@
 fp32 TorchScript trace the exported towers hold, converted once with `openvino.convert_model`
 and compiled for the CPU at the run's precision (INFERENCE_PRECISION_HINT f32 or bf16).
 
-Measured on this machine (2 cores, AMX; benchmarks/engines.py, RESULTS.md issue 11): the
-EfficientNet-Lite0 tower at 591 images/s (bf16) and 336 (f32) against torch's 332 / 220; its
-f32 features agree with torch's fp32 to ~3e-6 of their scale, its bf16 features with torch's
-fp32 at cosine >= 0.998 on real stamps (torch's own bf16: 0.998; 0.993 and 0.991 on the
-synthetic probe pictures). Its outputs do not depend on the batch size
-or on the call (a batch of one and the same image in a batch of six give the same bits), so a
-query and an ingest embed a picture alike. Converting costs ~2.5 s (traced once per process
-that needs it, or read from an export in 0.2-0.3 s).
+Measured on this machine (2 cores, avx512_bf16, no AMX; benchmarks/engines.py, RESULTS.md issue
+11): the EfficientNet-Lite0 tower at 591 images/s (bf16) and 336 (f32) against torch's 332 /
+220; its f32 features agree with torch's fp32 to ~3e-6 of their scale, its bf16 features with
+torch's fp32 at cosine >= 0.998 on real stamps (torch's own bf16: 0.998; 0.993 and 0.991 on the
+synthetic probe pictures). Its outputs do not depend on the batch size or on the call (a batch
+of one and the same image in a batch of six give the same bits), so a query and an ingest embed
+a picture alike. Converting costs ~2.5 s (traced once per process that needs it, or read from
+an export in 0.2-0.3 s).
 """
 
 from __future__ import annotations
