@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -261,3 +263,37 @@ def test_openvino_towers_are_exported_as_ir_checked_and_reloaded(tiny, tmp_path)
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, "openvino": "1999.0"}))
     assert ExportedTowers.open(towers.folder, backbone.features_key) is None
+
+
+_SIGNAL_AFTER_TOWERS = """
+import gc, signal, time
+import torch
+from jointspace.pipeline.openvino_tower import OpenVinoImageTower, convert
+module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1))
+model = convert(module, torch.rand(2, 3, 16, 16))
+first, second = OpenVinoImageTower(model, "bf16"), OpenVinoImageTower(model, "fp32")
+first(torch.rand(1, 3, 16, 16)), second(torch.rand(1, 3, 16, 16))
+del first  # towers released in the order they were made in (not the reverse)
+gc.collect()
+del second
+gc.collect()
+fired = []
+signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
+signal.setitimer(signal.ITIMER_REAL, 0.01)
+time.sleep(0.1)
+print("handled", fired == [signal.SIGALRM])
+"""
+
+
+def test_a_signal_handler_still_runs_after_openvino_towers_come_and_go() -> None:
+    """Each OpenVINO Core's CPU plugin moves the thread's alternate signal stack and hands it
+    back when destroyed; towers on separate Cores released out of order left a freed stack, and
+    the next Python signal handler (the SVG render time limit) crashed the process."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_AFTER_TOWERS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    assert proc.stdout.strip().endswith("handled True")

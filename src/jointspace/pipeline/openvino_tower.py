@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 import warnings
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,19 @@ _HINTS = {"fp32": "f32", "bf16": "bf16"}
 def openvino_installed() -> bool:
     """Whether OpenVINO can be imported (looked up without importing it)."""
     return importlib.util.find_spec("openvino") is not None
+
+
+@cache
+def core() -> Any:
+    """The process's one OpenVINO Core, kept for its lifetime. Each Core loads its own CPU
+    plugin, and the plugin points the thread's alternate signal stack at a buffer of its own,
+    handing back the previous one when it is destroyed: two Cores that die out of order leave
+    the thread on a freed stack, and the next Python signal handler (they run on that stack,
+    e.g. the SVG render time limit's SIGALRM) kills the process with SIGSEGV (seen in the test
+    suite with OpenVINO 2026.4)."""
+    import openvino
+
+    return openvino.Core()
 
 
 def openvino_version() -> str:
@@ -64,7 +78,6 @@ class OpenVinoImageTower:
     Safe to call from several threads (the service's): each thread has its own request."""
 
     def __init__(self, model: Any, precision: str) -> None:
-        import openvino
 
         if precision not in _HINTS:
             raise ValueError(f"OpenVINO runs the towers at fp32 or bf16, not {precision}")
@@ -73,15 +86,13 @@ class OpenVinoImageTower:
             "PERFORMANCE_HINT": "LATENCY",  # one request at a time, every thread on it
             "INFERENCE_NUM_THREADS": torch.get_num_threads(),  # as many as torch would take
         }
-        self.compiled = openvino.Core().compile_model(model, "CPU", config)
+        self.compiled = core().compile_model(model, "CPU", config)
         self._local = threading.local()
 
     @classmethod
     def read(cls, path: Path, precision: str) -> OpenVinoImageTower:
         """Compile the IR saved at `path` (.xml, with its .bin beside it)."""
-        import openvino
-
-        return cls(openvino.Core().read_model(str(path)), precision)
+        return cls(core().read_model(str(path)), precision)
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
         """Features (N, D) float32 of a batch of preprocessed images (N, 3, H, W)."""
