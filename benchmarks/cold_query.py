@@ -117,17 +117,20 @@ import torch
 t1, c1 = time.perf_counter(), time.process_time()
 if kind == "open_clip":
     from jointspace.pipeline.backbone import Backbone
-    backbone = Backbone("offline")
+    from jointspace.pipeline.compute import Compute
+    backbone = Backbone("offline", Compute("cpu", "fp32"))
     t2, c2 = time.perf_counter(), time.process_time()
     features = backbone.encode_texts([text])
 else:
     from jointspace.pipeline import towers
-    meta = json.loads((folder / "meta.json").read_text())["text"]
+    export = json.loads((folder / "meta.json").read_text())
+    meta, compute = export["text"], towers.Compute("cpu", export["precision"])
     tokenizer = towers._load_tokenizer(meta["tokenizer"], folder / "tokenizer.json")
     if kind == "torchscript":
-        tower = towers._load_tower("torchscript", folder / "text-traced.ts", None)
+        tower = towers._load_tower("torchscript", folder / "text-traced.ts", None, compute)
     else:
-        tower = towers._load_tower(meta["tower"], folder / meta["files"]["tower"], meta["config"])
+        path = folder / meta["files"]["tower"]
+        tower = towers._load_tower(meta["tower"], path, meta["config"], compute)
     t2, c2 = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         features = tower(towers._trim(tokenizer([text]), meta["trim_pad_id"])).numpy()
@@ -146,15 +149,16 @@ def compare_formats(folder: Path, text: str, repeats: int) -> list[list[Any]]:
 
     from jointspace.pipeline import towers
     from jointspace.pipeline.backbone import Backbone
+    from jointspace.pipeline.compute import Compute
 
-    backbone = Backbone("offline")
+    backbone = Backbone("offline", Compute("cpu", "fp32"))  # the snippets run at fp32
     export = towers.towers_dir(folder, backbone.fingerprint)
     if not (export / "meta.json").is_file():
         towers.export_towers(backbone, export)
     pad_id = json.loads((export / "meta.json").read_text())["text"]["trim_pad_id"]
     example = towers._trim(backbone.tokenizer(list(towers.PROBE_TEXTS[:2])), pad_id)
     part = towers._part_of(backbone.model, image=False)
-    towers._trace(towers._Encode(part, "encode_text"), example, export / "text-traced.ts")
+    towers._trace(backbone, towers._Encode(part, "encode_text"), example, export / "text-traced.ts")
     reference = backbone.encode_texts([text])[0]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     rows = []
