@@ -36,10 +36,10 @@ def openvino_installed() -> bool:
 def core() -> Any:
     """The process's one OpenVINO Core, kept for its lifetime. Each Core loads its own CPU
     plugin, and the plugin points the thread's alternate signal stack at a buffer of its own,
-    handing back the previous one when it is destroyed: two Cores that die out of order leave
-    the thread on a freed stack, and the next Python signal handler (they run on that stack,
-    e.g. the SVG render time limit's SIGALRM) kills the process with SIGSEGV (seen in the test
-    suite with OpenVINO 2026.4)."""
+    handing back the previous one when it is destroyed: two Cores destroyed in the order they
+    were made leave the thread on a freed stack, and the next Python signal handler (they run
+    on that stack, e.g. the SVG render time limit's SIGALRM) kills the process with SIGSEGV
+    (seen in the test suite with OpenVINO 2026.4)."""
     import openvino
 
     return openvino.Core()
@@ -64,13 +64,12 @@ def convert(module: torch.nn.Module, example: torch.Tensor) -> Any:
     return model
 
 
-def save(model: Any, path: Path) -> list[Path]:
+def save(model: Any, path: Path) -> None:
     """Write `model` as OpenVINO IR: `path` (.xml) and its weights beside it (.bin), at full
-    precision (the compile step decides the precision). Returns both files."""
+    precision (the compile step decides the precision)."""
     import openvino
 
     openvino.save_model(model, str(path), compress_to_fp16=False)
-    return [path, path.with_suffix(".bin")]
 
 
 class OpenVinoImageTower:
